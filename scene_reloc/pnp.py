@@ -1,0 +1,116 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Absolute pose from 2D-3D correspondences: PnP + RANSAC with poselib, and a 6x6 covariance.
+
+The covariance follows ROS' PoseWithCovariance convention: (x, y, z, rot_x, rot_y, rot_z) of the
+camera in the world frame, rotations as small angles about the world axes (a left perturbation
+``R' = exp([d_theta]) R``). It is the Gauss-Newton estimate ``sigma^2 (J^T J)^-1`` over the
+inliers, with sigma^2 the inliers' residual variance.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import poselib
+
+from scene_reloc.geometry import invert_pose
+
+
+@dataclass
+class PnPConfig:
+    """RANSAC and refinement settings."""
+
+    max_reproj_error: float = 4.0
+    """RANSAC inlier threshold in pixels."""
+    max_iterations: int = 10000
+    """RANSAC iterations at most."""
+    min_iterations: int = 100
+    """RANSAC iterations at least."""
+    success_prob: float = 0.9999
+    """Stop when an all-inlier sample has been drawn with this probability."""
+
+
+@dataclass
+class PnPSolution:
+    world_from_cam: np.ndarray
+    inliers: np.ndarray           # (N,) bool
+    reprojection_error_px: float  # median over the inliers
+    covariance: np.ndarray        # (6, 6)
+
+
+def _skew(v):
+    return np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+
+
+def pose_covariance(world_from_cam, points2d, points3d, K):
+    """
+    Gauss-Newton covariance of the camera pose (see module docstring).
+
+    :return: ((6, 6) covariance, (N,) reprojection error norms in pixels).
+    """
+    R, t = world_from_cam[:3, :3], world_from_cam[:3, 3]
+    d = points3d - t
+    Xc = d @ R  # R^T (X - t), row-wise
+    Z = Xc[:, 2]
+    uv = np.stack([K[0, 0] * Xc[:, 0] / Z + K[0, 2], K[1, 1] * Xc[:, 1] / Z + K[1, 2]], -1)
+    res = uv - points2d
+    n = len(points2d)
+    dproj = np.zeros((n, 2, 3))
+    dproj[:, 0, 0] = K[0, 0] / Z
+    dproj[:, 0, 2] = -K[0, 0] * Xc[:, 0] / Z ** 2
+    dproj[:, 1, 1] = K[1, 1] / Z
+    dproj[:, 1, 2] = -K[1, 1] * Xc[:, 1] / Z ** 2
+    # dXc/dt = -R^T ; dXc/dtheta = R^T [X - t]_x
+    dXc = np.zeros((n, 3, 6))
+    dXc[:, :, :3] = -R.T
+    dXc[:, :, 3:] = np.einsum('ij,njk->nik', R.T, np.stack([_skew(v) for v in d]))
+    J = np.einsum('nij,njk->nik', dproj, dXc).reshape(2 * n, 6)
+    dof = max(2 * n - 6, 1)
+    sigma2 = float((res ** 2).sum() / dof)
+    JtJ = J.T @ J
+    try:
+        cov = sigma2 * np.linalg.inv(JtJ)
+    except np.linalg.LinAlgError:
+        cov = np.full((6, 6), np.inf)
+    return cov, np.linalg.norm(res, axis=1)
+
+
+def solve_pnp(points2d, points3d, K, image_size, cfg=PnPConfig()):
+    """
+    Estimate world_from_cam with poselib's LO-RANSAC + bundle refinement.
+
+    :param points2d: (N, 2) pixels; :param points3d: (N, 3) world points.
+    :param image_size: (width, height).
+    :return: :class:`PnPSolution`, or ``None`` when RANSAC finds no model.
+    """
+    points2d = np.ascontiguousarray(points2d, dtype=np.float64)
+    points3d = np.ascontiguousarray(points3d, dtype=np.float64)
+    if len(points2d) < 4:
+        return None
+    camera = {'model': 'PINHOLE', 'width': int(image_size[0]), 'height': int(image_size[1]),
+              'params': [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]}
+    ransac = {'max_reproj_error': cfg.max_reproj_error, 'max_iterations': cfg.max_iterations,
+              'min_iterations': cfg.min_iterations, 'success_prob': cfg.success_prob}
+    pose, info = poselib.estimate_absolute_pose(points2d, points3d, camera, ransac, {})
+    inliers = np.asarray(info.get('inliers', []), dtype=bool)
+    if inliers.sum() < 4:
+        return None
+    cam_from_world = np.eye(4)
+    cam_from_world[:3, :3] = pose.R
+    cam_from_world[:3, 3] = pose.t
+    world_from_cam = invert_pose(cam_from_world)
+    cov, err = pose_covariance(world_from_cam, points2d[inliers], points3d[inliers], K)
+    return PnPSolution(world_from_cam, inliers, float(np.median(err)), cov)

@@ -1,0 +1,242 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The core call: image + intrinsics -> camera pose in the scene, or a reason why not.
+
+Pipeline (one image):
+1. backbone: descriptors on keypoints (and on the 1/8 grid for the centroid mode);
+2. region classifier: the most likely leaves of the scene partition for each keypoint;
+3. in-leaf refinement: match the keypoint's descriptor against the few 3D map points stored in
+   those leaves (the leaf centre alone is a few centimetres off; the matched point is not);
+4. PnP + RANSAC (poselib), then gating on inlier count and reprojection error.
+"""
+
+from dataclasses import dataclass, field, fields
+import time
+
+import numpy as np
+import torch
+
+from scene_reloc.backbones import FeatureExtractor, grid_centres
+from scene_reloc.partition import HierarchicalPartition
+from scene_reloc.pnp import PnPConfig, solve_pnp
+from scene_reloc.region_head import RegionClassifier, RegionHeadConfig
+from scene_reloc.scene_map import load_scene_map
+
+# Why a frame was not localized (RelocResult.reason).
+OK = 'ok'
+BAD_INPUT = 'bad_input'
+TOO_FEW_CORRESPONDENCES = 'too_few_correspondences'
+RANSAC_FAILED = 'ransac_failed'
+TOO_FEW_INLIERS = 'too_few_inliers'
+REPROJECTION_TOO_HIGH = 'reprojection_error_too_high'
+DEGENERATE = 'degenerate_geometry'
+
+
+@dataclass
+class LocalizerConfig:
+    """Query-time settings; defaults are stored in the map and can be overridden."""
+
+    refinement: str = 'keypoints'
+    """``keypoints``: match keypoints inside the predicted leaves; ``none``: leaf centres (SRC)."""
+    max_keypoints: int = 2048
+    """Keypoints detected per query image."""
+    top_regions: int = 2
+    """Level-1 regions explored per keypoint."""
+    top_leaves: int = 4
+    """Leaves searched per keypoint."""
+    min_similarity: float = 0.75
+    """Lowest descriptor cosine similarity for an in-leaf match."""
+    min_leaf_probability: float = 0.02
+    """Candidate leaves below this joint probability are not searched."""
+    min_inliers: int = 20
+    """A pose needs at least this many RANSAC inliers."""
+    max_reprojection_error: float = 3.0
+    """A pose needs a median inlier reprojection error below this (pixels)."""
+    pnp: PnPConfig = field(default_factory=PnPConfig)
+
+    @classmethod
+    def from_dict(cls, d):
+        """Build from a dict, refusing unknown keys (typos must not pass silently)."""
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f'unknown localizer settings {sorted(unknown)}; known: '
+                             f'{sorted(known)}')
+        pnp = d.pop('pnp', {})
+        if isinstance(pnp, dict):
+            pnp = PnPConfig(**pnp)
+        cfg = cls(**d, pnp=pnp)
+        if cfg.refinement not in ('keypoints', 'none'):
+            raise ValueError(f'refinement must be keypoints or none, got {cfg.refinement!r}')
+        return cfg
+
+    def to_dict(self):
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d['pnp'] = {f.name: getattr(self.pnp, f.name) for f in fields(self.pnp)}
+        return d
+
+
+@dataclass
+class RelocResult:
+    """Outcome of one query. ``world_from_cam`` is None unless ``success``."""
+
+    success: bool
+    reason: str
+    world_from_cam: np.ndarray | None = None
+    covariance: np.ndarray | None = None
+    num_correspondences: int = 0
+    num_inliers: int = 0
+    reprojection_error_px: float = float('nan')
+    seconds: float = 0.0
+    inlier_points2d: np.ndarray | None = None
+    inlier_points3d: np.ndarray | None = None
+    detail: str = ''
+
+
+class Relocalizer:
+    """
+    A scene map loaded for queries.
+
+    >>> reloc = Relocalizer.from_file('kitchen.safetensors', device='cpu')   # doctest: +SKIP
+    >>> result = reloc.localize(rgb_u8, K)                                   # doctest: +SKIP
+    """
+
+    def __init__(self, manifest, tensors, backbone_weights=None, device='auto', config=None):
+        self.manifest = manifest
+        bb = manifest['backbone']
+        weights = backbone_weights or bb.get('weights_path')
+        self.extractor = FeatureExtractor(bb['name'], weights, device)
+        if bb.get('weights_sha256') and self.extractor.weights_sha256 != bb['weights_sha256']:
+            raise ValueError(
+                f'backbone weights {weights} (sha256 {self.extractor.weights_sha256}) are not '
+                f'the ones this map was memorized with (sha256 {bb["weights_sha256"]}); pass '
+                'the right file with --backbone-weights')
+        dev = self.extractor.device
+        head_cfg = RegionHeadConfig(**manifest['head']['config'])
+        self.head = RegionClassifier(head_cfg)
+        self.head.load_state_dict({k[5:]: torch.from_numpy(v) for k, v in tensors.items()
+                                   if k.startswith('head.')})
+        self.head.eval().to(dev)
+        self.partition = HierarchicalPartition.from_tensors(tensors, head_cfg.k2)
+        self.leaf_centres = torch.from_numpy(self.partition.leaf_centres).to(dev)
+        self.points_xyz = torch.from_numpy(tensors['points.xyz']).to(dev)
+        self.points_desc = torch.from_numpy(tensors['points.desc']).to(dev)
+        self.leaf_offsets = torch.from_numpy(tensors['points.leaf_offsets']).to(dev)
+        counts = self.leaf_offsets[1:] - self.leaf_offsets[:-1]
+        self.max_points_per_leaf = int(counts.max()) if counts.numel() else 0
+        defaults = manifest.get('localizer', {})
+        self.config = config or LocalizerConfig.from_dict(defaults)
+
+    @classmethod
+    def from_file(cls, path, backbone_weights=None, device='auto', config=None):
+        manifest, tensors = load_scene_map(path)
+        return cls(manifest, tensors, backbone_weights, device, config)
+
+    def _keypoint_matches(self, feats):
+        """2D-3D correspondences from keypoints matched inside their predicted leaves."""
+        cfg = self.config
+        desc = feats.keypoint_desc
+        if desc.shape[0] == 0 or self.max_points_per_leaf == 0:
+            return np.zeros((0, 2)), np.zeros((0, 3))
+        leaf, prob = self.head.top_leaves(desc, cfg.top_regions, cfg.top_leaves)
+        start = self.leaf_offsets[leaf]                                    # (N, T)
+        count = self.leaf_offsets[leaf + 1] - start
+        count = torch.where(prob >= cfg.min_leaf_probability, count, torch.zeros_like(count))
+        P = self.max_points_per_leaf
+        ar = torch.arange(P, device=desc.device)
+        idx = start[..., None] + ar                                        # (N, T, P)
+        valid = ar < count[..., None]
+        idx = torch.where(valid, idx, torch.zeros_like(idx)).flatten(1)
+        valid = valid.flatten(1)
+        cand = self.points_desc[idx].float() / 127.0                       # (N, T*P, D)
+        sim = torch.einsum('nd,nkd->nk', desc, cand)
+        sim = torch.where(valid, sim, torch.full_like(sim, -2.0))
+        best, arg = sim.max(dim=1)
+        keep = best >= cfg.min_similarity
+        pidx = torch.gather(idx, 1, arg[:, None])[:, 0]
+        return (feats.keypoints[keep].cpu().numpy().astype(np.float64),
+                self.points_xyz[pidx[keep]].cpu().numpy().astype(np.float64))
+
+    def _centroid_matches(self, feats, image_hw):
+        """2D-3D correspondences from grid cells to their most likely leaf centre (SRC)."""
+        hc, wc, d = feats.grid_desc.shape
+        leaf, prob = self.head.top_leaves(feats.grid_desc.reshape(-1, d), 1, 1)
+        keep = prob[:, 0] >= self.config.min_leaf_probability
+        centres = self.leaf_centres[leaf[:, 0]]
+        keep &= torch.isfinite(centres).all(1)
+        xy = grid_centres(*image_hw).to(centres.device).reshape(-1, 2)
+        return (xy[keep].cpu().numpy().astype(np.float64),
+                centres[keep].cpu().numpy().astype(np.float64))
+
+    def localize(self, image_rgb_u8, K):
+        """
+        Localize one image.
+
+        :param image_rgb_u8: (H, W, 3) uint8 RGB.
+        :param K: (3, 3) intrinsics of that image.
+        :return: :class:`RelocResult`; never raises for a bad image, it says why instead.
+        """
+        t0 = time.perf_counter()
+        img = np.asarray(image_rgb_u8)
+        K = np.asarray(K, dtype=np.float64)
+        problem = _check_input(img, K)
+        if problem:
+            return RelocResult(False, BAD_INPUT, detail=problem)
+        H, W = img.shape[:2]
+        feats = self.extractor.extract(img, self.config.max_keypoints)
+        if self.config.refinement == 'keypoints':
+            p2, p3 = self._keypoint_matches(feats)
+        else:
+            p2, p3 = self._centroid_matches(feats, (H, W))
+        n = len(p2)
+        if n < max(4, self.config.min_inliers):
+            return RelocResult(False, TOO_FEW_CORRESPONDENCES, num_correspondences=n,
+                               seconds=time.perf_counter() - t0,
+                               detail=f'{n} correspondences, need {self.config.min_inliers}')
+        sol = solve_pnp(p2, p3, K, (W, H), self.config.pnp)
+        dt = time.perf_counter() - t0
+        if sol is None:
+            return RelocResult(False, RANSAC_FAILED, num_correspondences=n, seconds=dt)
+        ni = int(sol.inliers.sum())
+        result = RelocResult(False, OK, sol.world_from_cam, sol.covariance, n, ni,
+                             sol.reprojection_error_px, dt, p2[sol.inliers], p3[sol.inliers])
+        if ni < self.config.min_inliers:
+            result.reason = TOO_FEW_INLIERS
+            result.detail = f'{ni} inliers < min_inliers {self.config.min_inliers}'
+        elif sol.reprojection_error_px > self.config.max_reprojection_error:
+            result.reason = REPROJECTION_TOO_HIGH
+            result.detail = (f'median reprojection error {sol.reprojection_error_px:.2f} px > '
+                             f'{self.config.max_reprojection_error}')
+        elif not np.all(np.isfinite(sol.covariance)) or \
+                np.linalg.eigvalsh(sol.covariance).max() > 1.0:
+            result.reason = DEGENERATE
+            result.detail = 'pose is poorly constrained by the inliers (covariance too large)'
+        else:
+            result.success = True
+        if not result.success:
+            result.world_from_cam = None
+        return result
+
+
+def _check_input(img, K):
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        return f'expected an HxWx3 uint8 RGB image, got {img.dtype} {img.shape}'
+    if img.shape[0] < 32 or img.shape[1] < 32:
+        return f'image too small: {img.shape[1]}x{img.shape[0]}'
+    if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+        return 'intrinsics must be a finite 3x3 matrix with positive focal lengths'
+    return ''

@@ -1,0 +1,52 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+from glob import glob
+
+from setuptools import setup
+
+package_name = 'scene_reloc'
+
+setup(
+    name=package_name,
+    version='0.1.0',
+    packages=[
+        'scene_reloc',
+        'scene_reloc.backbones',
+        'scene_reloc.ros',
+        'scene_reloc_training',
+    ],
+    # The offline tooling lives in training/ and imports the core; it installs under a name of
+    # its own so that nothing generic like "training" lands in site-packages.
+    package_dir={'scene_reloc_training': 'training'},
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
+        ('share/' + package_name, ['package.xml']),
+        ('share/' + package_name + '/launch', glob('launch/*.py')),
+        ('share/' + package_name + '/config', glob('config/*.yaml')),
+    ],
+    install_requires=['setuptools'],
+    zip_safe=True,
+    maintainer='scene_reloc maintainers',
+    maintainer_email='maintainers@scene-reloc.invalid',
+    description='Single-image camera relocalization in a known scene (scene region '
+                'classification).',
+    license='Apache-2.0',
+    tests_require=['pytest'],
+    entry_points={
+        'console_scripts': [
+            'scene-reloc = scene_reloc_training.cli:main',
+        ],
+    },
+)

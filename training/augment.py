@@ -1,0 +1,56 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Geometric and photometric augmentation that keeps scene-coordinate labels aligned."""
+
+import cv2
+import numpy as np
+
+
+def random_similarity(rng, size_wh, max_scale=1.35, max_rot_deg=15.0):
+    """Draw a random 2x3 similarity (scale, rotation about the centre, small shift)."""
+    w, h = size_wh
+    s = float(np.exp(rng.uniform(-np.log(max_scale), np.log(max_scale))))
+    a = float(rng.uniform(-max_rot_deg, max_rot_deg))
+    M = cv2.getRotationMatrix2D((w / 2, h / 2), a, s)
+    M[:, 2] += rng.uniform(-0.05, 0.05, 2) * (w, h)
+    return M
+
+
+def photometric(rng, rgb):
+    """Random brightness, contrast, saturation, colour cast, blur and noise."""
+    img = rgb.astype(np.float32)
+    gray = img.mean(axis=2, keepdims=True)
+    img = gray + (img - gray) * rng.uniform(0.6, 1.4)              # saturation
+    img = (img - img.mean()) * rng.uniform(0.7, 1.3) + img.mean()  # contrast
+    img = img * rng.uniform(0.6, 1.4) * rng.uniform(0.9, 1.1, 3)   # brightness, colour cast
+    if rng.random() < 0.3:
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.2))
+    img += rng.normal(0, rng.uniform(0, 4), img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def augment_view(rng, rgb, coords_HW3):
+    """
+    One augmented view: the image warped and re-lit, the scene coordinates warped alike.
+
+    Scene coordinates are resampled with nearest neighbour (interpolating coordinates across a
+    depth edge would invent points in mid-air); pixels warped in from outside are NaN.
+    """
+    h, w = rgb.shape[:2]
+    M = random_similarity(rng, (w, h))
+    img = cv2.warpAffine(rgb, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    xyz = cv2.warpAffine(coords_HW3, M, (w, h), flags=cv2.INTER_NEAREST,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=(np.nan,) * 3)
+    return photometric(rng, img), xyz

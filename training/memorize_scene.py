@@ -1,0 +1,177 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Memorize a scene from a few posed RGB-D frames: partition, map points, buffer, head, map file.
+
+``memorize(frames, out_path, cfg)`` is what ``scene-reloc memorize`` runs.
+"""
+
+from dataclasses import asdict, dataclass, fields
+import datetime
+import os
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from scene_reloc import __version__
+from scene_reloc.backbones import FeatureExtractor
+from scene_reloc.partition import HierarchicalPartition
+from scene_reloc.region_head import RegionHeadConfig
+from scene_reloc.relocalizer import LocalizerConfig
+from scene_reloc.scene_map import save_scene_map
+from scene_reloc_training.feature_buffer import build_buffer, extract_frame
+from scene_reloc_training.region_training import train_region_head
+from scene_reloc_training.scene_coordinates import scene_coordinate_image
+
+
+@dataclass
+class MemorizeConfig:
+    """Everything that decides a memorized map (stored in its manifest)."""
+
+    backbone: str = 'handcrafted'
+    """Backbone name (``scene-reloc memorize --help`` lists them)."""
+    backbone_weights: str | None = None
+    """Path to the backbone's weights (ALIKE nets need them)."""
+    device: str = 'auto'
+    """auto | cpu | cuda."""
+    k1: int = 64
+    """Level-1 regions of the partition."""
+    k2: int = 64
+    """Level-2 sub-regions per region."""
+    hidden: int = 256
+    """Width of the classifier."""
+    augmentations: int = 8
+    """Augmented views per frame in the buffer."""
+    iterations: int = 2000
+    """Head training iterations."""
+    batch_size: int = 1024
+    """Cells per training batch."""
+    lr: float = 3e-3
+    """Peak learning rate (one-cycle)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    points_per_leaf: int = 8
+    """3D map points kept per leaf for the in-leaf refinement."""
+    max_keypoints: int = 2048
+    """Keypoints per memorized frame (candidate map points)."""
+    edge_margin: int = 3
+    """Drop depth within this many pixels of a discontinuity (0: keep all)."""
+    depth_offset_m: tuple = (0.0, 0.0, 0.0)
+    """Depth camera centre in the colour camera frame, for misregistered depth (metres)."""
+    seed: int = 0
+    """Seed of everything random (k-means, augmentation, training)."""
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f'unknown memorize settings {sorted(unknown)}')
+        return cls(**d)
+
+
+def select_map_points(frame_feats, partition, per_leaf):
+    """
+    Keypoints lifted to 3D, grouped by leaf, the ``per_leaf`` highest-scoring per leaf.
+
+    :return: (xyz (M, 3) float32, desc (M, D) int8, leaf_offsets (L + 1,) int64), sorted by
+        leaf so that leaf ``l`` owns rows ``offsets[l]:offsets[l + 1]``.
+    """
+    xyz = np.concatenate([f.kp_xyz for f in frame_feats])
+    score = np.concatenate([f.kp_score for f in frame_feats])
+    desc = torch.cat([f.kp_desc for f in frame_feats]).numpy()
+    leaf, _ = partition.assign(xyz)
+    ok = leaf >= 0
+    xyz, score, desc, leaf = xyz[ok], score[ok], desc[ok], leaf[ok]
+    order = np.lexsort((-score, leaf))  # by leaf, best score first
+    leaf, xyz, desc = leaf[order], xyz[order], desc[order]
+    first = np.searchsorted(leaf, leaf, side='left')
+    keep = (np.arange(len(leaf)) - first) < per_leaf
+    leaf, xyz, desc = leaf[keep], xyz[keep], desc[keep]
+    offsets = np.searchsorted(leaf, np.arange(partition.num_leaves + 1), side='left')
+    q = np.clip(np.round(desc * 127.0), -127, 127).astype(np.int8)
+    return xyz.astype(np.float32), q, offsets.astype(np.int64)
+
+
+def memorize(frames, out_path, cfg=MemorizeConfig(), resume=False, progress=True,
+             frame_root=''):
+    """
+    Memorize ``frames`` (list of :class:`PosedFrame`) into the scene map ``out_path``.
+
+    :return: summary dict (``train_seconds``, ``map_megabytes``, training statistics).
+    """
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    extractor = FeatureExtractor(cfg.backbone, cfg.backbone_weights, cfg.device)
+    images, coords, feats = [], [], []
+    for fr in tqdm(frames, desc='reading frames', disable=not progress, unit='frame'):
+        rgb = fr.load_color()
+        depth = fr.load_depth()
+        if depth is None:
+            raise ValueError(f'frame {fr.stem} has no depth image: the region classifier '
+                             'needs depth to memorize a scene')
+        if depth.shape != rgb.shape[:2]:
+            raise ValueError(f'frame {fr.stem}: depth {depth.shape} and colour '
+                             f'{rgb.shape[:2]} sizes differ')
+        xyz = scene_coordinate_image(depth, fr.K, fr.load_pose(), cfg.edge_margin,
+                                     cfg.depth_offset_m)
+        images.append(rgb)
+        coords.append(xyz)
+        feats.append(extract_frame(extractor, rgb, xyz, cfg.max_keypoints))
+    # Partition every valid pixel's coordinate (strided), not only cell centres: finer coverage.
+    pts = np.concatenate([c[::4, ::4].reshape(-1, 3) for c in coords])
+    partition = HierarchicalPartition.build(pts, cfg.k1, cfg.k2, seed=cfg.seed)
+    head_cfg = RegionHeadConfig(in_dim=extractor.descriptor_dim, hidden=cfg.hidden,
+                                k1=partition.k1, k2=partition.k2)
+    xyz_map, desc_map, offsets = select_map_points(feats, partition, cfg.points_per_leaf)
+    buffer = build_buffer(extractor, images, coords, feats, partition, cfg.augmentations,
+                          cfg.seed, progress)
+    t_buffer = time.perf_counter() - t0
+    model, stats = train_region_head(
+        buffer, head_cfg, cfg.iterations, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.seed,
+        extractor.device, checkpoint=out_path + '.ckpt', resume=resume, progress=progress)
+    train_seconds = time.perf_counter() - t0
+    tensors = {f'head.{k}': v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    tensors.update(partition.tensors())
+    tensors.update({'points.xyz': xyz_map, 'points.desc': desc_map,
+                    'points.leaf_offsets': offsets})
+    summary = {'train_seconds': round(train_seconds, 2),
+               'buffer_seconds': round(t_buffer, 2),
+               'buffer_samples': int(buffer['desc'].shape[0]),
+               'map_points': int(len(xyz_map)),
+               'leaves_used': int(np.count_nonzero(np.isfinite(partition.leaf_centres[:, 0]))),
+               **{k: round(v, 4) for k, v in stats.items()}}
+    cfg_dict = asdict(cfg)
+    manifest = {
+        'head_type': 'region_classifier',
+        'scene_reloc_version': __version__,
+        'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+        'backbone': {'name': cfg.backbone, 'weights_sha256': extractor.weights_sha256,
+                     'weights_path': extractor.weights_path,
+                     'descriptor_dim': extractor.descriptor_dim},
+        'head': {'config': head_cfg.to_dict()},
+        'partition': {'k1': partition.k1, 'k2': partition.k2},
+        'localizer': LocalizerConfig().to_dict(),
+        'training': cfg_dict,
+        'frames': {'root': os.path.abspath(frame_root) if frame_root else '',
+                   'stems': [f.stem for f in frames]},
+        'metrics': summary,
+    }
+    summary['map_megabytes'] = round(save_scene_map(out_path, tensors, manifest), 3)
+    if os.path.exists(out_path + '.ckpt'):
+        os.remove(out_path + '.ckpt')
+    return summary

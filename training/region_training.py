@@ -1,0 +1,91 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Train the region classifier on the feature buffer: seeded, with a progress bar, resumable."""
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from scene_reloc.region_head import RegionClassifier
+
+
+def train_region_head(buffer, head_cfg, iterations, batch_size, lr, weight_decay, seed,
+                      device, checkpoint=None, resume=False, progress=True, log_every=100):
+    """
+    Fit a :class:`RegionClassifier` to buffered descriptors.
+
+    Loss: cross-entropy on the level-1 region plus cross-entropy on the level-2 sub-region given
+    the true region. One-cycle learning rate. Every ``log_every`` iterations the state (model,
+    optimiser, iteration, RNG) goes to ``checkpoint``; with ``resume`` a run continues from it.
+
+    :return: (model in eval mode, stats dict with final losses and buffer accuracies).
+    """
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = RegionClassifier(head_cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=iterations,
+                                                pct_start=0.1)
+    start = 0
+    if resume and checkpoint and os.path.exists(checkpoint):
+        state = torch.load(checkpoint, map_location='cpu', weights_only=True)
+        model.load_state_dict(state['model'])
+        opt.load_state_dict(state['optimizer'])
+        sched.load_state_dict(state['scheduler'])
+        gen.set_state(state['generator'])
+        start = int(state['iteration'])
+    desc, leaf, l1 = buffer['desc'], buffer['leaf'], buffer['l1']
+    k2 = head_cfg.k2
+    n = desc.shape[0]
+    model.train()
+    bar = tqdm(range(start, iterations), desc='training head', disable=not progress,
+               initial=start, total=iterations, unit='it')
+    loss_avg = math.nan
+    for it in bar:
+        idx = torch.randint(n, (batch_size,), generator=gen)
+        x = desc[idx].float().to(device)
+        y1 = l1[idx].to(device)
+        y2 = (leaf[idx] % k2).to(device)
+        logit1, logit2 = model(x, y1)
+        loss = F.cross_entropy(logit1, y1) + F.cross_entropy(logit2, y2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        loss_val = float(loss.detach())
+        loss_avg = loss_val if math.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * loss_val
+        if (it + 1) % log_every == 0 or it + 1 == iterations:
+            bar.set_postfix(loss=f'{loss_avg:.3f}')
+            if checkpoint:
+                torch.save({'model': model.state_dict(), 'optimizer': opt.state_dict(),
+                            'scheduler': sched.state_dict(), 'generator': gen.get_state(),
+                            'iteration': it + 1}, checkpoint)
+    model.eval()
+    return model, {'final_loss': loss_avg, **buffer_accuracy(model, buffer, device)}
+
+
+@torch.inference_mode()
+def buffer_accuracy(model, buffer, device, max_samples=50_000):
+    """Top-1 region and leaf accuracy on (a sample of) the buffer: a fit sanity check."""
+    n = buffer['desc'].shape[0]
+    idx = torch.linspace(0, n - 1, min(n, max_samples)).long()
+    leaf, _ = model.top_leaves(buffer['desc'][idx].float().to(device), 1, 1)
+    true = buffer['leaf'][idx].to(device)
+    k2 = model.cfg.k2
+    return {'train_region_accuracy': float((leaf[:, 0] // k2 == true // k2).float().mean()),
+            'train_leaf_accuracy': float((leaf[:, 0] == true).float().mean())}
