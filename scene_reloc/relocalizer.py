@@ -24,6 +24,7 @@ Pipeline (one image):
 """
 
 from dataclasses import dataclass, field, fields
+import os
 import time
 
 import numpy as np
@@ -34,6 +35,7 @@ from scene_reloc.partition import HierarchicalPartition
 from scene_reloc.pnp import PnPConfig, solve_pnp
 from scene_reloc.region_head import RegionClassifier, RegionHeadConfig
 from scene_reloc.scene_map import load_scene_map
+from scene_reloc.weights import default_weights_path
 
 # Why a frame was not localized (RelocResult.reason).
 OK = 'ok'
@@ -118,7 +120,7 @@ class Relocalizer:
     def __init__(self, manifest, tensors, backbone_weights=None, device='auto', config=None):
         self.manifest = manifest
         bb = manifest['backbone']
-        weights = backbone_weights or bb.get('weights_path')
+        weights = backbone_weights or _find_weights(bb)
         self.extractor = FeatureExtractor(bb['name'], weights, device)
         if bb.get('weights_sha256') and self.extractor.weights_sha256 != bb['weights_sha256']:
             raise ValueError(
@@ -230,6 +232,18 @@ class Relocalizer:
         if not result.success:
             result.world_from_cam = None
         return result
+
+
+def _find_weights(backbone):
+    """Find the weights a map's backbone needs: where it was memorized, else the cache."""
+    if not backbone.get('weights_sha256'):
+        return None
+    for path in (backbone.get('weights_path'), default_weights_path(backbone['name'])):
+        if path and os.path.exists(path):
+            return path
+    raise ValueError(f'this map needs the {backbone["name"]} weights (sha256 '
+                     f'{backbone["weights_sha256"][:12]}...): pass --backbone-weights PATH or run '
+                     f'scene-reloc fetch-weights {backbone["name"]}')
 
 
 def _check_input(img, K):

@@ -1,0 +1,44 @@
+# scene_reloc: `make demo` and `make test` are all a newcomer needs; both set up first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-stamp
+DEMO_DIR ?= out/demo
+
+.PHONY: setup test lint demo bench bench-synthetic clean help
+
+help:
+	@echo "make setup   - create $(VENV) with the pinned dependencies (idempotent)"
+	@echo "make test    - set up if needed, run the whole test suite (lint included)"
+	@echo "make demo    - set up if needed, synthetic scene -> memorize -> evaluate -> report"
+	@echo "make bench   - the real-data benchmark (needs DATA=... WEIGHTS=..., see README)"
+
+setup: $(STAMP)
+
+# torch is pinned in the same install as everything else, so no package can pull CUDA wheels.
+$(STAMP): requirements.txt setup.py package.xml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest test
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+demo: setup
+	$(PY) bench/demo.py --out $(DEMO_DIR)
+
+DATA ?= ../shared/data/7scenes_redkitchen_dev
+WEIGHTS ?= ../shared/weights
+bench: setup
+	$(PY) bench/bench_dev.py --data $(DATA) --weights $(WEIGHTS) --out out/bench
+
+bench-synthetic: setup
+	$(PY) bench/bench_dev.py --synthetic-only --out out/bench
+
+clean:
+	rm -rf out build *.egg-info .pytest_cache

@@ -1,0 +1,87 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Localization metrics in the project's metrics-JSON contract (see ARCHITECTURE.md).
+
+Medians and recalls are over *all* queries: a query that was not localized counts as an
+infinite error, so a localizer cannot look better by refusing hard frames.
+"""
+
+from dataclasses import dataclass
+import math
+
+import numpy as np
+
+from scene_reloc.geometry import pose_error
+
+
+@dataclass
+class QueryRecord:
+    """One evaluated query."""
+
+    stem: str
+    success: bool
+    reason: str
+    translation_m: float
+    rotation_deg: float
+    seconds: float
+    num_inliers: int
+    position_est: tuple | None
+    position_true: tuple
+
+
+def record_query(stem, result, world_from_cam_true):
+    """Compare a :class:`RelocResult` with the true pose."""
+    if result.success:
+        t, r = pose_error(result.world_from_cam, world_from_cam_true)
+        est = tuple(float(v) for v in result.world_from_cam[:3, 3])
+    else:
+        t, r, est = math.inf, math.inf, None
+    return QueryRecord(stem, bool(result.success), result.reason, t, r, float(result.seconds),
+                       int(result.num_inliers), est,
+                       tuple(float(v) for v in world_from_cam_true[:3, 3]))
+
+
+def _finite(x):
+    return None if not math.isfinite(x) else round(float(x), 4)
+
+
+def compute_metrics(records, **extra):
+    """
+    Metrics JSON for a list of :class:`QueryRecord`.
+
+    ``extra`` (e.g. ``train_seconds``, ``map_megabytes``) is added as given.
+    """
+    n = len(records)
+    t = np.array([r.translation_m for r in records], dtype=np.float64)
+    r = np.array([r.rotation_deg for r in records], dtype=np.float64)
+    s = np.array([rec.seconds for rec in records], dtype=np.float64)
+
+    def recall(cm, deg):
+        return round(float(np.mean((t * 100 <= cm) & (r <= deg))), 4) if n else 0.0
+
+    out = {
+        'n_queries': n,
+        'n_localized': int(sum(rec.success for rec in records)),
+        'median_translation_cm': _finite(np.median(t) * 100) if n else None,
+        'median_rotation_deg': _finite(np.median(r)) if n else None,
+        'recall_5cm_5deg': recall(5, 5),
+        'recall_10cm_10deg': recall(10, 10),
+        'recall_2cm_2deg': recall(2, 2),
+        'seconds_per_query_p50': _finite(np.percentile(s, 50)) if n else None,
+        'seconds_per_query_p95': _finite(np.percentile(s, 95)) if n else None,
+    }
+    out.update(extra)
+    return out

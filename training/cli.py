@@ -1,0 +1,248 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+``scene-reloc``: memorize a scene, evaluate and use a scene map, make synthetic scenes.
+
+Each sub-command's ``--help`` says what it reads and writes. The names and flags are a contract
+that other tools rely on: add, do not rename.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+EPILOG = """examples:
+  scene-reloc make-synthetic --out /tmp/scene --seed 0
+  scene-reloc memorize --data /tmp/scene --frames /tmp/scene/memorize.txt --out /tmp/scene.map
+  scene-reloc evaluate --map /tmp/scene.map --data /tmp/scene --frames /tmp/scene/query.txt \\
+      --report /tmp/report
+  scene-reloc localize --map /tmp/scene.map --intrinsics /tmp/scene/camera-intrinsics.txt \\
+      /tmp/scene/frame-000002.color.png
+"""
+
+FRAMES_HELP = ('frame list: a text file with one frame stem per line (# comments), "train"/"test" '
+               'for the original 7-Scenes tree, "all", or a range a:b:s of frame numbers')
+
+
+def _add_common(p):
+    p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'],
+                   help='where the networks run (default: auto = cuda if available)')
+    p.add_argument('--backbone-weights', metavar='PATH',
+                   help='backbone weights file (ALIKE .pth); for evaluate/localize, only if the '
+                        'one recorded in the map has moved')
+
+
+def build_parser():
+    from scene_reloc.backbones import BACKBONES
+    parser = argparse.ArgumentParser(
+        prog='scene-reloc', description='Single-image relocalization in a known scene: '
+        'memorize a scene from a few posed RGB-D images, then localize images in it.',
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+
+    p = sub.add_parser('memorize', help='memorize a scene from posed RGB-D frames into a map',
+                       description='Memorize a scene: partition its 3D points, train the region '
+                       'classifier on frozen backbone features, write the scene map '
+                       '(safetensors + manifest). Prints a JSON summary with train_seconds and '
+                       'map_megabytes.')
+    p.add_argument('--data', required=True, help='posed RGB-D folder (7-Scenes layout)')
+    p.add_argument('--frames', required=True, help=FRAMES_HELP)
+    p.add_argument('--out', required=True, metavar='MAP', help='scene map file to write')
+    p.add_argument('--backbone', default='handcrafted', choices=sorted(BACKBONES),
+                   help='; '.join(f'{k}: {v}' for k, v in sorted(BACKBONES.items())))
+    p.add_argument('--iterations', type=int, default=2000, help='head training iterations')
+    p.add_argument('--augmentations', type=int, default=8,
+                   help='augmented views per frame in the feature buffer')
+    p.add_argument('--k1', type=int, default=64, help='level-1 regions')
+    p.add_argument('--k2', type=int, default=64, help='level-2 sub-regions per region')
+    p.add_argument('--points-per-leaf', type=int, default=8,
+                   help='3D map points kept per leaf for the in-leaf refinement')
+    p.add_argument('--edge-margin', type=int, default=3,
+                   help='drop depth this close (pixels) to depth discontinuities; 0 keeps all')
+    p.add_argument('--depth-offset', default='0,0,0', metavar='X,Y,Z',
+                   help='depth camera centre in the colour camera frame, metres, for depth not '
+                        'registered to colour (see README)')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--resume', action='store_true',
+                   help='continue head training from MAP.ckpt left by an interrupted run')
+    p.add_argument('--quiet', action='store_true', help='no progress bars')
+    _add_common(p)
+
+    p = sub.add_parser('evaluate', help='localize held-out frames and compare with their poses',
+                       description='Localize every listed frame with the map, compare with the '
+                       'frame poses, print the metrics JSON; optionally write it and a report '
+                       'with plots (trajectory top view, error CDFs, latency).')
+    p.add_argument('--map', required=True, help='scene map file')
+    p.add_argument('--data', required=True, help='posed RGB-D folder with the query frames')
+    p.add_argument('--frames', required=True, help=FRAMES_HELP)
+    p.add_argument('--json', metavar='OUT', help='write the metrics JSON here')
+    p.add_argument('--report', metavar='DIR', help='write a report (index.html, report.png, '
+                   'queries.csv) here')
+    p.add_argument('--refinement', choices=['keypoints', 'none'],
+                   help="override the map's refinement (none = leaf centres, plain SRC)")
+    p.add_argument('--quiet', action='store_true', help='no progress bar')
+    _add_common(p)
+
+    p = sub.add_parser('localize', help='print one pose per image as JSON lines',
+                       description='Localize images; prints one JSON object per image with '
+                       'success, reason, world_from_cam (4x4), position, orientation_xyzw '
+                       '(ROS order), covariance (6x6 row-major, ROS convention), inliers.')
+    p.add_argument('--map', required=True, help='scene map file')
+    p.add_argument('--intrinsics', required=True, help='text file with the 3x3 K of the images')
+    p.add_argument('images', nargs='+', metavar='IMAGE')
+    _add_common(p)
+
+    p = sub.add_parser('make-synthetic', help='render a synthetic posed RGB-D scene',
+                       description='Render a textured synthetic room along a smooth camera '
+                       'path, in the 7-Scenes layout, with memorize.txt and query.txt frame '
+                       'lists. Deterministic by seed.')
+    p.add_argument('--out', required=True, help='folder to write')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--memorize', type=int, default=20, help='frames to memorize')
+    p.add_argument('--query', type=int, default=50, help='query frames')
+    p.add_argument('--trajectory-frames', type=int, default=300,
+                   help='instants along the camera path (the frames are picked among them)')
+    p.add_argument('--width', type=int, default=640)
+    p.add_argument('--height', type=int, default=480)
+    p.add_argument('--query-lighting', action='store_true',
+                   help='render query frames under changed lighting')
+
+    p = sub.add_parser('fetch-weights', help='download released backbone weights (SHA-256 '
+                       'checked)', description='Download weights into the cache folder '
+                       '($SCENE_RELOC_WEIGHTS or ~/.cache/scene_reloc/weights), verifying '
+                       'their SHA-256; prints the path.')
+    p.add_argument('name', help='alike-t, alike-n or alike-l')
+    p.add_argument('--out-dir', help='folder to put the file in')
+    p.add_argument('--url', help='download from here instead of the upstream location')
+    p.add_argument('--sha256', help='expected SHA-256 (required with --url for unknown names)')
+    return parser
+
+
+def cmd_memorize(a):
+    from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder
+    from scene_reloc_training.memorize_scene import memorize, MemorizeConfig
+    folder = PosedFrameFolder(a.data)
+    frames = folder.frames(parse_frame_list(a.frames, folder))
+    try:
+        offset = tuple(float(v) for v in a.depth_offset.split(','))
+    except ValueError:
+        offset = ()
+    if len(offset) != 3:
+        raise ValueError(f'--depth-offset must be X,Y,Z in metres, got {a.depth_offset!r}')
+    cfg = MemorizeConfig(backbone=a.backbone, backbone_weights=a.backbone_weights,
+                         device=a.device, k1=a.k1, k2=a.k2, iterations=a.iterations,
+                         augmentations=a.augmentations, points_per_leaf=a.points_per_leaf,
+                         edge_margin=a.edge_margin, depth_offset_m=offset, seed=a.seed)
+    print(f'memorizing {len(frames)} frames from {a.data} with backbone {a.backbone}',
+          file=sys.stderr)
+    summary = memorize(frames, a.out, cfg, resume=a.resume, progress=not a.quiet,
+                       frame_root=a.data)
+    print(json.dumps({'map': a.out, **summary}, indent=2))
+
+
+def _relocalizer(a):
+    from scene_reloc.relocalizer import Relocalizer
+    return Relocalizer.from_file(a.map, a.backbone_weights, a.device)
+
+
+def cmd_evaluate(a):
+    from tqdm import tqdm
+
+    from scene_reloc.evaluation import compute_metrics, record_query
+    from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder
+    from scene_reloc.report import write_report
+    folder = PosedFrameFolder(a.data)
+    frames = folder.frames(parse_frame_list(a.frames, folder))
+    reloc = _relocalizer(a)
+    if a.refinement:
+        reloc.config.refinement = a.refinement
+    reloc.localize(frames[0].load_color(), frames[0].K)  # warm-up, not timed
+    records = [record_query(fr.stem, reloc.localize(fr.load_color(), fr.K), fr.load_pose())
+               for fr in tqdm(frames, desc='localizing', disable=a.quiet, unit='image')]
+    m = reloc.manifest.get('metrics', {})
+    metrics = compute_metrics(records, train_seconds=m.get('train_seconds'),
+                              map_megabytes=round(os.path.getsize(a.map) / 1e6, 3))
+    print(json.dumps(metrics, indent=2))
+    if a.json:
+        with open(a.json, 'w') as f:
+            json.dump(metrics, f, indent=2)
+    if a.report:
+        index = write_report(records, metrics, a.report, title=os.path.basename(a.map))
+        print(f'report: {index}', file=sys.stderr)
+
+
+def cmd_localize(a):
+    from scene_reloc.geometry import rotation_to_quaternion_xyzw
+    from scene_reloc.posed_frames import DataError, read_color, read_intrinsics
+    K = read_intrinsics(a.intrinsics)
+    reloc = _relocalizer(a)
+    for path in a.images:
+        try:
+            res = reloc.localize(read_color(path), K)
+        except DataError as e:
+            print(json.dumps({'image': path, 'success': False, 'reason': 'bad_input',
+                              'detail': str(e)}), flush=True)
+            continue
+        out = {'image': path, 'success': res.success, 'reason': res.reason,
+               'detail': res.detail, 'num_inliers': res.num_inliers,
+               'num_correspondences': res.num_correspondences,
+               'reprojection_error_px': None if not np.isfinite(res.reprojection_error_px)
+               else round(res.reprojection_error_px, 3), 'seconds': round(res.seconds, 4)}
+        if res.success:
+            T = res.world_from_cam
+            out.update(world_from_cam=T.round(6).tolist(), position=T[:3, 3].round(6).tolist(),
+                       orientation_xyzw=rotation_to_quaternion_xyzw(T[:3, :3]).round(8).tolist(),
+                       covariance=[float(f'{v:.6g}') for v in res.covariance.ravel()])
+        print(json.dumps(out), flush=True)
+
+
+def cmd_make_synthetic(a):
+    from tqdm import tqdm
+
+    from scene_reloc_training.synthetic_scene import write_synthetic_scene
+    mem, query = write_synthetic_scene(
+        a.out, a.seed, a.memorize, a.query, a.trajectory_frames, a.width, a.height,
+        query_lighting=a.query_lighting,
+        progress=lambda it: tqdm(it, desc='rendering', unit='frame', file=sys.stderr))
+    print(json.dumps({'out': a.out, 'memorize': os.path.join(a.out, 'memorize.txt'),
+                      'query': os.path.join(a.out, 'query.txt'), 'n_memorize': len(mem),
+                      'n_query': len(query)}, indent=2))
+
+
+def cmd_fetch_weights(a):
+    from scene_reloc.weights import fetch_weights
+    print(fetch_weights(a.name, a.out_dir, a.url, a.sha256))
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    handlers = {'memorize': cmd_memorize, 'evaluate': cmd_evaluate, 'localize': cmd_localize,
+                'make-synthetic': cmd_make_synthetic, 'fetch-weights': cmd_fetch_weights}
+    try:
+        handlers[args.command](args)
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as e:  # DataError, SceneMapError, BackboneError are ValueErrors
+        print(f'scene-reloc {args.command}: error: {e}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
