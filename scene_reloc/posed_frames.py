@@ -142,7 +142,6 @@ class PosedFrameFolder:
         self.root = root
         self.is_tree = any(re.match(r'^seq-\d+$', d) and os.path.isdir(os.path.join(root, d))
                            for d in os.listdir(root))
-        self.K = self._find_intrinsics()
         self._color_ext = {}
         for sub in self._sequence_dirs():
             for name in os.listdir(os.path.join(root, sub)):
@@ -153,6 +152,7 @@ class PosedFrameFolder:
         if not self._color_ext:
             raise DataError(f'no frame-XXXXXX.color.{{jpg,png}} files in {root} '
                             '(expected the 7-Scenes frame layout)')
+        self.K = self._find_intrinsics()
 
     def _sequence_dirs(self):
         if not self.is_tree:

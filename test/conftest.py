@@ -1,0 +1,48 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Shared fixtures: a small synthetic scene and its memorized map, built once per session."""
+
+import os
+
+import pytest
+
+from scene_reloc.posed_frames import PosedFrameFolder
+from scene_reloc_training.memorize_scene import memorize, MemorizeConfig
+from scene_reloc_training.synthetic_scene import write_synthetic_scene
+
+SHARED = os.path.join(os.path.dirname(__file__), '..', '..', 'shared')
+
+# Small but real: 160x120 images, a 16 x 16 partition, a short training run.
+SMALL_CFG = dict(backbone='handcrafted', device='cpu', k1=16, k2=16, iterations=300,
+                 augmentations=2, max_keypoints=1024, seed=0)
+
+
+@pytest.fixture(scope='session')
+def small_scene(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('scene'))
+    mem, query = write_synthetic_scene(root, seed=3, num_memorize=16, num_query=20,
+                                       trajectory_frames=200, width=160, height=120,
+                                       query_lighting=True)
+    return root, mem, query
+
+
+@pytest.fixture(scope='session')
+def small_map(small_scene, tmp_path_factory):
+    root, mem, _ = small_scene
+    out = str(tmp_path_factory.mktemp('map') / 'scene.map')
+    folder = PosedFrameFolder(root)
+    summary = memorize(folder.frames(mem), out, MemorizeConfig(**SMALL_CFG), progress=False,
+                       frame_root=root)
+    return out, summary

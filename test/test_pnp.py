@@ -1,0 +1,74 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+import numpy as np
+
+from scene_reloc.geometry import invert_pose, look_at, pose_error, project, transform_points
+from scene_reloc.pnp import PnPConfig, pose_covariance, solve_pnp
+
+K = np.array([[500.0, 0, 319.5], [0, 500.0, 239.5], [0, 0, 1]])
+
+
+def scene(rng, n, noise_px=0.0, outliers=0.0):
+    world_from_cam = look_at([0.3, -0.2, 1.4], [2.0, 3.0, 1.0])
+    cam = np.stack([rng.uniform(-1.5, 1.5, n), rng.uniform(-1, 1, n), rng.uniform(1.5, 4, n)],
+                   -1)
+    uv, _ = project(cam, K)
+    uv += rng.normal(0, noise_px, uv.shape)
+    n_out = int(outliers * n)
+    uv[:n_out] = rng.uniform([0, 0], [640, 480], (n_out, 2))
+    return world_from_cam, uv, transform_points(world_from_cam, cam)
+
+
+def test_recovers_pose_through_outliers():
+    rng = np.random.default_rng(0)
+    T, uv, X = scene(rng, 400, noise_px=0.5, outliers=0.6)
+    sol = solve_pnp(uv, X, K, (640, 480), PnPConfig())
+    t, r = pose_error(sol.world_from_cam, T)
+    assert t < 0.01 and r < 0.3
+    assert sol.inliers[240:].mean() > 0.95 and sol.inliers[:240].mean() < 0.1
+    assert sol.reprojection_error_px < 1.5
+
+
+def test_too_few_points_is_none():
+    assert solve_pnp(np.zeros((3, 2)), np.zeros((3, 3)), K, (640, 480)) is None
+
+
+def test_covariance_matches_monte_carlo_spread():
+    """The Gauss-Newton covariance predicts how much the pose varies with pixel noise."""
+    rng = np.random.default_rng(1)
+    T, uv0, X = scene(rng, 150)
+    samples, covs = [], []
+    for _ in range(60):
+        uv = uv0 + rng.normal(0, 1.0, uv0.shape)
+        sol = solve_pnp(uv, X, K, (640, 480), PnPConfig(max_reproj_error=6.0))
+        # Left perturbation about the world axes: R_est = exp([d_theta]) R_true.
+        dR = sol.world_from_cam[:3, :3] @ T[:3, :3].T
+        d_theta = 0.5 * np.array([dR[2, 1] - dR[1, 2], dR[0, 2] - dR[2, 0], dR[1, 0] - dR[0, 1]])
+        samples.append(np.concatenate([sol.world_from_cam[:3, 3] - T[:3, 3], d_theta]))
+        covs.append(sol.covariance)
+    emp = np.var(np.array(samples), axis=0)
+    pred = np.mean([np.diag(c) for c in covs], axis=0)
+    ratio = pred / emp
+    assert np.all(ratio > 0.5) and np.all(ratio < 2.0), ratio
+
+
+def test_covariance_is_symmetric_positive_and_residuals_are_reprojection_errors():
+    rng = np.random.default_rng(2)
+    T, uv, X = scene(rng, 200, noise_px=1.0)
+    cov, res = pose_covariance(T, uv, X, K)
+    assert cov.shape == (6, 6) and np.allclose(cov, cov.T)
+    assert np.all(np.linalg.eigvalsh(cov) > 0)
+    assert np.isclose(np.median(res), np.median(np.linalg.norm(
+        project(transform_points(invert_pose(T), X), K)[0] - uv, axis=1)))
