@@ -115,6 +115,7 @@ def memorize(frames, out_path, cfg=MemorizeConfig(), resume=False, progress=True
     :return: summary dict (``train_seconds``, ``map_megabytes``, training statistics).
     """
     t0 = time.perf_counter()
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     torch.manual_seed(cfg.seed)
     extractor = FeatureExtractor(cfg.backbone, cfg.backbone_weights, cfg.device)
     images, coords, feats = [], [], []

@@ -1,0 +1,166 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Real-data and synthetic benchmark of scene region classification, next to the SIFT peer.
+
+Protocols on the 7-Scenes redkitchen dev folder (../shared/data/README.md):
+  dev-20  memorize 0:700:35,  query 15:700:10
+  dev-10  memorize 0:700:70,  query 15:700:10
+  dev-100 memorize 0:700:7,   query 15:700:10
+plus a synthetic row (memorize 20 frames, query 50 under changed lighting) that needs no data.
+
+Prints one metrics JSON per row (ours, ours with plain SRC leaf centres, the SIFT peer, all in
+the same run on the same frames), then a Markdown table; writes both under --out.
+
+  python bench/bench_dev.py --data ../shared/data/7scenes_redkitchen_dev
+      --weights ../shared/weights --out out/bench
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import cv2
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sift_peer import SiftPeer  # noqa: E402
+
+from scene_reloc.evaluation import compute_metrics, record_query  # noqa: E402
+from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder  # noqa: E402
+from scene_reloc.relocalizer import Relocalizer  # noqa: E402
+from scene_reloc_training.memorize_scene import memorize, MemorizeConfig  # noqa: E402
+from scene_reloc_training.synthetic_scene import write_synthetic_scene  # noqa: E402
+
+PROTOCOLS = {
+    'dev-20': ('0:700:35', '15:700:10'),
+    'dev-10': ('0:700:70', '15:700:10'),
+    'dev-100': ('0:700:7', '15:700:10'),
+}
+
+
+def evaluate(localize, queries):
+    """Warm up once, then time every query."""
+    localize(queries[0].load_color(), queries[0].K)
+    records = []
+    for fr in queries:
+        rgb = fr.load_color()
+        records.append(record_query(fr.stem, localize(rgb, fr.K), fr.load_pose()))
+    return records
+
+
+def run_ours(name, mem, queries, cfg, out_dir, plain_src=True):
+    path = os.path.join(out_dir, f'{name.replace("/", "_")}-{cfg.backbone}.map')
+    summary = memorize(mem, path, cfg, progress=False)
+    reloc = Relocalizer.from_file(path, device=cfg.device)
+    rows = [(f'{name} | ours ({cfg.backbone})', compute_metrics(
+        evaluate(reloc.localize, queries), train_seconds=summary['train_seconds'],
+        map_megabytes=summary['map_megabytes']))]
+    if plain_src:
+        # Plain SRC: every grid cell to its most likely leaf centre. Leaf centres are a few
+        # centimetres off, so RANSAC needs a looser threshold than for matched points.
+        reloc.config.refinement = 'none'
+        reloc.config.pnp.max_reproj_error = 12.0
+        reloc.config.max_reprojection_error = 10.0
+        rows.append((f'{name} | SRC leaf centres ({cfg.backbone})', compute_metrics(
+            evaluate(reloc.localize, queries), train_seconds=summary['train_seconds'],
+            map_megabytes=summary['map_megabytes'])))
+    return rows
+
+
+def run_peer(name, mem, queries):
+    peer = SiftPeer()
+    train = peer.memorize(mem)
+    return [(f'{name} | SIFT peer', compute_metrics(
+        evaluate(peer.localize, queries), train_seconds=round(train, 2),
+        map_megabytes=round(peer.map_megabytes, 3)))]
+
+
+def table(rows):
+    head = ('| protocol / method | median cm | median deg | recall 5cm/5deg | recall 2cm/2deg | '
+            'memorize s | s/query p50 | s/query p95 | map MB |\n' + '|---' * 9 + '|\n')
+    lines = []
+    for label, m in rows:
+        lines.append(f'| {label} | {m["median_translation_cm"]} | {m["median_rotation_deg"]} | '
+                     f'{m["recall_5cm_5deg"]:.1%} | {m["recall_2cm_2deg"]:.1%} | '
+                     f'{m.get("train_seconds")} | {m["seconds_per_query_p50"]} | '
+                     f'{m["seconds_per_query_p95"]} | {m.get("map_megabytes")} |')
+    return head + '\n'.join(lines)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--data', help='7-Scenes redkitchen dev folder (flat layout)')
+    p.add_argument('--weights', help='folder with alike-n.pth')
+    p.add_argument('--backbone', default='alike-n')
+    p.add_argument('--protocols', default='dev-20,dev-10,dev-100')
+    p.add_argument('--synthetic-only', action='store_true', help='only the synthetic row')
+    p.add_argument('--no-peer', action='store_true', help='skip the SIFT peer')
+    p.add_argument('--threads', type=int, default=2, help='CPU threads (torch and OpenCV)')
+    p.add_argument('--out', default='out/bench')
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    cv2.setNumThreads(a.threads)
+    os.makedirs(a.out, exist_ok=True)
+    weights = os.path.join(a.weights, f'{a.backbone}.pth') if a.weights else None
+    rows = []
+
+    def emit(new):
+        for label, m in new:
+            print(json.dumps({'row': label, **m}), flush=True)
+        rows.extend(new)
+
+    # Synthetic row: reproducible without any data.
+    syn = os.path.join(tempfile.mkdtemp(prefix='bench-syn-'), 'scene')
+    mem_s, q_s = write_synthetic_scene(syn, seed=0, num_memorize=20, num_query=50,
+                                       query_lighting=True)
+    folder = PosedFrameFolder(syn)
+    mem, queries = folder.frames(mem_s), folder.frames(q_s)
+    emit(run_ours('synthetic-20/50', mem, queries, MemorizeConfig(device='cpu'), a.out))
+    if weights and os.path.exists(weights):
+        emit(run_ours('synthetic-20/50', mem, queries, MemorizeConfig(
+            backbone=a.backbone, backbone_weights=weights, device='cpu'), a.out, False))
+    if not a.no_peer:
+        emit(run_peer('synthetic-20/50', mem, queries))
+
+    if not a.synthetic_only:
+        if not a.data or not weights or not os.path.exists(weights):
+            sys.exit('the real-data rows need --data and --weights (with '
+                     f'{a.backbone}.pth); or pass --synthetic-only')
+        folder = PosedFrameFolder(a.data)
+        for name in a.protocols.split(','):
+            mem_spec, q_spec = PROTOCOLS[name]
+            mem = folder.frames(parse_frame_list(mem_spec, folder))
+            queries = folder.frames(parse_frame_list(q_spec, folder))
+            cfg = MemorizeConfig(backbone=a.backbone, backbone_weights=weights, device='cpu')
+            t0 = time.time()
+            emit(run_ours(name, mem, queries, cfg, a.out))
+            print(f'# {name}: ours done in {time.time() - t0:.0f} s', file=sys.stderr)
+            if not a.no_peer:
+                emit(run_peer(name, mem, queries))
+    md = table(rows)
+    print('\n' + md)
+    with open(os.path.join(a.out, 'results.md'), 'w') as f:
+        f.write(md + '\n')
+    with open(os.path.join(a.out, 'results.json'), 'w') as f:
+        json.dump([{'row': label, **m} for label, m in rows], f, indent=2)
+
+
+if __name__ == '__main__':
+    main()
