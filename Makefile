@@ -17,9 +17,10 @@ help:
 setup: $(STAMP)
 
 # torch is pinned in the same install as everything else, so no package can pull CUDA wheels.
-$(STAMP): requirements.txt setup.py package.xml
+$(STAMP): requirements.txt requirements-ros.txt setup.py package.xml tools/setup_ros.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	bash tools/setup_ros.sh $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 

@@ -34,7 +34,7 @@ setup(
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
         ('share/' + package_name + '/launch', glob('launch/*.py')),
-        ('share/' + package_name + '/config', glob('config/*.yaml')),
+        ('share/' + package_name + '/config', glob('config/*.yaml') + glob('config/*.rviz')),
     ],
     install_requires=['setuptools'],
     zip_safe=True,
@@ -47,6 +47,7 @@ setup(
     entry_points={
         'console_scripts': [
             'scene-reloc = scene_reloc_training.cli:main',
+            'reloc_node = scene_reloc.ros.reloc_node:main',
         ],
     },
 )

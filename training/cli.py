@@ -26,6 +26,8 @@ import sys
 
 import numpy as np
 
+from scene_reloc_training import cli_bags
+
 EPILOG = """examples:
   scene-reloc make-synthetic --out /tmp/scene --seed 0
   scene-reloc memorize --data /tmp/scene --frames /tmp/scene/memorize.txt --out /tmp/scene.map
@@ -130,6 +132,7 @@ def build_parser():
     p.add_argument('--out-dir', help='folder to put the file in')
     p.add_argument('--url', help='download from here instead of the upstream location')
     p.add_argument('--sha256', help='expected SHA-256 (required with --url for unknown names)')
+    cli_bags.add_parsers(sub, FRAMES_HELP)
     return parser
 
 
@@ -232,7 +235,8 @@ def cmd_fetch_weights(a):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     handlers = {'memorize': cmd_memorize, 'evaluate': cmd_evaluate, 'localize': cmd_localize,
-                'make-synthetic': cmd_make_synthetic, 'fetch-weights': cmd_fetch_weights}
+                'make-synthetic': cmd_make_synthetic, 'fetch-weights': cmd_fetch_weights,
+                **cli_bags.HANDLERS}
     try:
         handlers[args.command](args)
     except KeyboardInterrupt:

@@ -1,0 +1,98 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The node's parameters: one table (name, default, description) and their validation.
+
+``config/reloc.yaml``, the launch file and the node all follow this table; a test keeps them
+consistent. No rclpy import here, so the table is usable (and tested) without ROS.
+"""
+
+NODE_NAME = 'reloc_node'
+
+PARAMETERS = {
+    'scene_map': ('', 'scene map file (.safetensors from scene-reloc memorize); can be switched '
+                      'at runtime, the new map is validated first'),
+    'backbone_weights': ('', 'backbone weights file, only if the one recorded in the map moved'),
+    'device': ('auto', 'auto | cpu | cuda: where the networks run'),
+    'image_transport': ('raw', 'raw (sensor_msgs/Image on "image") or compressed '
+                               '(sensor_msgs/CompressedImage on "image/compressed")'),
+    'qos_reliability': ('best_effort', 'best_effort (as camera drivers publish) | reliable'),
+    'qos_depth': (1, 'subscription queue depth for image and camera_info'),
+    'publish_mode': ('map_to_odom', 'map_to_odom (REP-105, composed with odom->camera from '
+                                    '/tf) | map_to_camera (rigs without odometry)'),
+    'global_frame_id': ('map', 'the scene map frame'),
+    'odom_frame_id': ('odom', 'odometry frame (map_to_odom mode)'),
+    'camera_frame_id': ('', 'camera optical frame; empty: the image header frame_id'),
+    'base_frame_id': ('', "if set, ~/pose is this frame's pose (camera->base from /tf); "
+                          'empty: the camera pose'),
+    'transform_tolerance': (0.1, 'seconds the published TF is post-dated by, as AMCL'),
+    'min_inliers': (30, 'a pose needs at least this many PnP inliers'),
+    'max_reprojection_error': (3.0, 'a pose needs a median inlier reprojection error below this '
+                                    '(pixels)'),
+    'max_rate': (0.0, 'process at most this many frames per second (0: as fast as possible)'),
+    'consistency_check': (False, 'reject a map->odom jump that odometry says did not happen'),
+    'max_jump_translation': (0.5, 'consistency check: largest accepted map->odom change (m)'),
+    'max_jump_rotation': (15.0, 'consistency check: largest accepted map->odom change (deg)'),
+    'jump_confirmations': (3, 'consistency check: consecutive agreeing frames that accept a jump'),
+    'publish_markers': (True, 'publish ~/markers (scene points, inliers) for rviz'),
+    'max_marker_points': (20000, 'scene points in ~/markers at most'),
+    'diagnostics_period': (1.0, 'seconds between /diagnostics messages'),
+    'autostart': (True, 'configure and activate at start-up (no lifecycle manager needed)'),
+}
+
+_CHOICES = {
+    'device': ('auto', 'cpu', 'cuda'),
+    'image_transport': ('raw', 'compressed'),
+    'qos_reliability': ('best_effort', 'reliable'),
+    'publish_mode': ('map_to_odom', 'map_to_camera'),
+}
+
+_MINIMA = {
+    'qos_depth': (1, 'at least 1'),
+    'transform_tolerance': (0.0, 'not negative'),
+    'min_inliers': (4, 'at least 4 (PnP needs 4 points)'),
+    'max_reprojection_error': (1e-9, 'positive'),
+    'max_rate': (0.0, 'not negative'),
+    'max_jump_translation': (0.0, 'not negative'),
+    'max_jump_rotation': (0.0, 'not negative'),
+    'jump_confirmations': (1, 'at least 1'),
+    'max_marker_points': (0, 'not negative'),
+    'diagnostics_period': (1e-3, 'positive'),
+}
+
+
+def validate(name, value):
+    """Return '' when ``value`` is acceptable for ``name``, else the reason it is not."""
+    if name not in PARAMETERS:
+        return ''  # not ours (use_sim_time, qos overrides, ...)
+    default = PARAMETERS[name][0]
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            return f'{name} must be true or false, got {value!r}'
+    elif isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f'{name} must be a number, got {value!r}'
+        if isinstance(default, int) and not isinstance(default, bool) and \
+                not float(value).is_integer():
+            return f'{name} must be a whole number, got {value!r}'
+    elif not isinstance(value, str):
+        return f'{name} must be a string, got {value!r}'
+    if name in _CHOICES and value not in _CHOICES[name]:
+        return f'{name} must be one of {", ".join(_CHOICES[name])}, got {value!r}'
+    if name in _MINIMA and value < _MINIMA[name][0]:
+        return f'{name} must be {_MINIMA[name][1]}, got {value!r}'
+    if name in ('global_frame_id', 'odom_frame_id') and not value:
+        return f'{name} must not be empty'
+    return ''

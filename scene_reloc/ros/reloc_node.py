@@ -1,0 +1,361 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The relocalization node: camera images in, the camera's pose in the scene map out.
+
+Lifecycle: configure loads the scene map and the model onto the device and warms up; activate
+subscribes to ``image`` (or ``image/compressed``) and ``camera_info``; deactivate unsubscribes;
+cleanup releases the model. With ``autostart`` (default) it configures and activates itself.
+
+Inference runs in a keep-latest worker: the newest frame is processed, older ones are dropped
+and counted. A pose is published (``~/pose``, TF ``map->odom`` or ``map->camera``) only when the
+core says it localized and the gates pass; everything else goes to /diagnostics and the log.
+"""
+
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseWithCovarianceStamped
+import numpy as np
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_srvs.srv import Trigger
+from tf2_msgs.msg import TFMessage
+from visualization_msgs.msg import MarkerArray
+
+from scene_reloc.pose_gate import covariance_to_body, map_from_odom, OdometryConsistencyGate
+from scene_reloc.ros import messages
+from scene_reloc.ros.conversions import (
+    CameraModel,
+    compressed_to_rgb,
+    image_to_rgb,
+    InputError,
+    stamp_to_ns,
+    transform_to_matrix,
+)
+from scene_reloc.ros.keep_latest import KeepLatestWorker
+from scene_reloc.ros.params import NODE_NAME, PARAMETERS, validate
+from scene_reloc.transform_buffer import TransformBuffer, TransformError
+
+
+class RelocNode(LifecycleNode):
+
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        for name, (default, doc) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=doc))
+        self.add_on_set_parameters_callback(self.on_set_parameters)
+        self.tf_buffer = TransformBuffer(cache_seconds=30.0)
+        self.reloc = None
+        self.camera = None
+        self.worker = None
+        self.gate = None
+        self._lock = threading.Lock()   # guards self.reloc (runtime map switch)
+        self._subs = []
+        self._force_next = False
+        self._last_processed = 0.0
+        self._status = ('error', 'unconfigured: no scene map loaded', {})
+        self._counts = {'received': 0, 'localized': 0, 'rejected': 0, 'bad_input': 0}
+        self._last_latency = float('nan')
+        self._tf_subs = [
+            self.create_subscription(TFMessage, '/tf', self.on_tf, 100),
+            self.create_subscription(TFMessage, '/tf_static', self.on_tf_static, QoSProfile(
+                depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                reliability=ReliabilityPolicy.RELIABLE)),
+        ]
+        self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.tf_pub = self.create_publisher(TFMessage, '/tf', 100)
+        self.diag_timer = self.create_timer(self.p('diagnostics_period'), self.publish_diagnostics)
+        self.srv = self.create_service(Trigger, '~/relocalize', self.on_relocalize)
+
+    def p(self, name):
+        return self.get_parameter(name).value
+
+    # ---------------------------------------------------------------- lifecycle
+    def on_configure(self, state):
+        try:
+            self.reloc = self._load_map(self.p('scene_map'))
+        except Exception as e:  # noqa: BLE001 - any load failure is reported, not raised
+            self._set_status('error', f'no map: {e}')
+            self.get_logger().error(f'configure failed: {e}')
+            return TransitionCallbackReturn.FAILURE
+        self.pose_pub = self.create_lifecycle_publisher(PoseWithCovarianceStamped, '~/pose', 10)
+        self.marker_pub = self.create_lifecycle_publisher(MarkerArray, '~/markers', QoSProfile(
+            depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+            reliability=ReliabilityPolicy.RELIABLE))
+        self.gate = OdometryConsistencyGate(self.p('max_jump_translation'),
+                                            self.p('max_jump_rotation'),
+                                            self.p('jump_confirmations'))
+        self._set_status('warn', 'configured, not active')
+        self.get_logger().info(f'loaded scene map {self.p("scene_map")} on '
+                               f'{self.reloc.extractor.device}')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state):
+        self.worker = KeepLatestWorker(self.process_frame, self.on_worker_error, 'reloc-worker')
+        depth = self.p('qos_depth')
+        rel = (ReliabilityPolicy.RELIABLE if self.p('qos_reliability') == 'reliable'
+               else ReliabilityPolicy.BEST_EFFORT)
+        qos = QoSProfile(depth=depth, reliability=rel)
+        if self.p('image_transport') == 'compressed':
+            self._subs.append(self.create_subscription(
+                CompressedImage, 'image/compressed', self.on_compressed, qos))
+        else:
+            self._subs.append(self.create_subscription(Image, 'image', self.on_image, qos))
+        self._subs.append(self.create_subscription(CameraInfo, 'camera_info',
+                                                   self.on_camera_info, qos))
+        self._set_status('warn', 'active, waiting for images')
+        result = super().on_activate(state)
+        if self.p('publish_markers'):
+            self._publish_scene_markers()
+        return result
+
+    def on_deactivate(self, state):
+        for s in self._subs:
+            self.destroy_subscription(s)
+        self._subs = []
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+        self._set_status('warn', 'inactive')
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state):
+        self.destroy_lifecycle_publisher(self.pose_pub)
+        self.destroy_lifecycle_publisher(self.marker_pub)
+        with self._lock:
+            self.reloc = None
+        self._set_status('error', 'unconfigured: no scene map loaded')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state):
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+        return TransitionCallbackReturn.SUCCESS
+
+    # ---------------------------------------------------------------- parameters
+    def _load_map(self, path):
+        from scene_reloc.relocalizer import Relocalizer  # torch import only when needed
+        if not path:
+            raise ValueError('parameter scene_map is empty: set it to a map file from '
+                             'scene-reloc memorize')
+        reloc = Relocalizer.from_file(path, self.p('backbone_weights') or None, self.p('device'))
+        reloc.config.min_inliers = int(self.p('min_inliers'))
+        reloc.config.max_reprojection_error = float(self.p('max_reprojection_error'))
+        h, w = 480, 640
+        reloc.localize(np.zeros((h, w, 3), np.uint8), np.array(
+            [[500.0, 0, w / 2], [0, 500.0, h / 2], [0, 0, 1]]))  # warm-up
+        return reloc
+
+    def on_set_parameters(self, params):
+        for prm in params:
+            reason = validate(prm.name, prm.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        for prm in params:
+            if prm.name == 'scene_map' and self.reloc is not None:
+                try:
+                    new = self._load_map(prm.value)
+                except Exception as e:  # noqa: BLE001 - refuse the switch, keep the old map
+                    return SetParametersResult(successful=False,
+                                               reason=f'scene map rejected: {e}')
+                with self._lock:
+                    self.reloc = new
+                self.get_logger().info(f'switched to scene map {prm.value}')
+                if self.gate is not None:
+                    self.gate.reset()
+            elif prm.name in ('min_inliers', 'max_reprojection_error') and self.reloc:
+                setattr(self.reloc.config, prm.name, prm.value)
+        return SetParametersResult(successful=True)
+
+    # ---------------------------------------------------------------- inputs
+    def on_tf(self, msg, static=False):
+        for t in msg.transforms:
+            try:
+                self.tf_buffer.set_transform(t.header.frame_id, t.child_frame_id,
+                                             stamp_to_ns(t.header.stamp),
+                                             transform_to_matrix(t.transform), static)
+            except ValueError as e:
+                self.get_logger().warning(f'ignored transform: {e}', throttle_duration_sec=5.0)
+
+    def on_tf_static(self, msg):
+        self.on_tf(msg, static=True)
+
+    def on_camera_info(self, msg):
+        try:
+            self.camera = CameraModel(msg)
+        except InputError as e:
+            self.camera = None
+            self._bad_input(str(e))
+
+    def on_image(self, msg):
+        self._on_frame(msg, image_to_rgb)
+
+    def on_compressed(self, msg):
+        self._on_frame(msg, compressed_to_rgb)
+
+    def on_relocalize(self, request, response):
+        self._force_next = True
+        response.success = self.worker is not None
+        response.message = ('the next frame will be processed' if response.success
+                            else 'not active: configure and activate the node first')
+        return response
+
+    def _on_frame(self, msg, decode):
+        self._counts['received'] += 1
+        try:
+            max_rate = self.p('max_rate')
+            now = time.monotonic()
+            if max_rate > 0 and not self._force_next and now - self._last_processed < 1 / max_rate:
+                return
+            if self.camera is None:
+                raise InputError('no CameraInfo received on camera_info yet (or it was invalid)')
+            rgb = decode(msg)
+            self._force_next = False
+            self._last_processed = now
+            if self.worker is not None:
+                self.worker.submit((msg.header, rgb, self.camera))
+        except InputError as e:
+            self._bad_input(str(e))
+        except Exception as e:  # noqa: BLE001 - a callback must never end spin()
+            self._bad_input(f'unexpected error on an incoming image: {e!r}')
+
+    def _bad_input(self, why):
+        self._counts['bad_input'] += 1
+        self._set_status('error', f'bad input: {why}')
+        self.get_logger().warning(f'bad input: {why}', throttle_duration_sec=2.0)
+
+    # ---------------------------------------------------------------- processing
+    def on_worker_error(self, item, exc):
+        self._set_status('error', f'processing failed: {exc!r}')
+        self.get_logger().error(f'processing failed: {exc!r}')
+
+    def process_frame(self, item):
+        header, rgb, camera = item
+        t0 = time.perf_counter()
+        image, K = camera.prepare(rgb)
+        with self._lock:
+            reloc = self.reloc
+        if reloc is None:
+            return
+        res = reloc.localize(image, K)
+        self._last_latency = time.perf_counter() - t0
+        values = {'inliers': res.num_inliers, 'correspondences': res.num_correspondences,
+                  'reprojection_error_px': round(res.reprojection_error_px, 3)}
+        if not res.success:
+            self._counts['rejected'] += 1
+            reason = 'bad input' if res.reason == 'bad_input' else 'lost'
+            self._set_status('error' if reason == 'bad input' else 'warn',
+                             f'{reason}: {res.reason} {res.detail}'.strip(), values)
+            return
+        stamp_ns = stamp_to_ns(header.stamp)
+        camera_frame = self.p('camera_frame_id') or header.frame_id
+        try:
+            self._publish(res, stamp_ns, header.stamp, camera_frame, values)
+        except TransformError as e:
+            self._counts['rejected'] += 1
+            self._set_status('warn', f'lost: localized but cannot publish: {e}', values)
+            self.get_logger().warning(str(e), throttle_duration_sec=2.0)
+
+    def _publish(self, res, stamp_ns, stamp, camera_frame, values):
+        gmap = self.p('global_frame_id')
+        map_from_cam, cov = res.world_from_cam, res.covariance
+        tf_stamp = messages.ns_to_time(stamp_ns + int(self.p('transform_tolerance') * 1e9))
+        if self.p('publish_mode') == 'map_to_odom':
+            odom = self.p('odom_frame_id')
+            odom_from_cam = self.tf_buffer.lookup(odom, camera_frame, stamp_ns)
+            m_from_o = map_from_odom(map_from_cam, odom_from_cam)
+            if self.p('consistency_check'):
+                ok, why = self.gate.check(m_from_o)
+                if not ok:
+                    self._counts['rejected'] += 1
+                    self._set_status('warn', f'rejected: {why}', values)
+                    return
+            tf = messages.tf_msg(tf_stamp, gmap, odom, m_from_o)
+        else:
+            tf = messages.tf_msg(tf_stamp, gmap, camera_frame, map_from_cam)
+        body, body_T, body_cov = camera_frame, map_from_cam, cov
+        if self.p('base_frame_id'):
+            body = self.p('base_frame_id')
+            cam_from_base = self.tf_buffer.lookup(camera_frame, body, stamp_ns)
+            body_T = map_from_cam @ cam_from_base
+            body_cov = covariance_to_body(map_from_cam, cov, cam_from_base)
+        self.tf_pub.publish(tf)
+        self.pose_pub.publish(messages.pose_msg(stamp, gmap, body_T, body_cov))
+        if self.p('publish_markers') and res.inlier_points3d is not None:
+            self.marker_pub.publish(messages.inlier_markers(stamp, gmap, res.inlier_points3d,
+                                                            map_from_cam))
+        self._counts['localized'] += 1
+        self._set_status('ok', f'localized ({body} in {gmap})', values)
+
+    # ---------------------------------------------------------------- diagnostics
+    def _set_status(self, level, message, values=None):
+        changed = self._status[:2] != (level, message)
+        self._status = (level, message, values or {})
+        if changed and level == 'error':
+            self.publish_diagnostics()
+
+    def publish_diagnostics(self):
+        level, message, values = self._status
+        w = self.worker
+        info = {'state': message.split(':')[0], **values, **self._counts,
+                'latency_s': round(self._last_latency, 4),
+                'dropped_frames': w.dropped if w else 0,
+                'processed_frames': w.processed if w else 0,
+                'scene_map': self.p('scene_map')}
+        self.diag_pub.publish(messages.diagnostics_msg(
+            self.get_clock().now().to_msg(), self.get_name(), self.p('scene_map'), level,
+            message, info))
+
+    def _publish_scene_markers(self):
+        with self._lock:
+            reloc = self.reloc
+        if reloc is None:
+            return
+        xyz = reloc.points_xyz.cpu().numpy()
+        self.marker_pub.publish(messages.scene_markers(
+            self.get_clock().now().to_msg(), self.p('global_frame_id'), xyz,
+            self.p('max_marker_points')))
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = RelocNode()
+        if node.get_parameter('autostart').value:
+            if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                node.trigger_activate()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            if node.worker is not None:
+                node.worker.stop()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()
+
