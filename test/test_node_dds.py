@@ -1,0 +1,189 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The node over real DDS, in its own process, fed by a bag played from another process."""
+
+import os
+import subprocess
+import sys
+
+from lifecycle_msgs.srv import ChangeState, GetState
+import numpy as np
+import pytest
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from ros_harness import Listener, ros_env, start_node, stop
+from sensor_msgs.msg import CameraInfo, Image
+
+from scene_reloc.geometry import pose_error
+from scene_reloc.posed_frames import PosedFrameFolder
+from scene_reloc.ros.conversions import stamp_to_ns, transform_to_matrix
+from scene_reloc_training.bags import dataset_to_bag
+
+DOMAIN = 40 + os.getpid() % 50
+SCRIPT = os.path.join(os.path.dirname(sys.executable), 'scene-reloc')
+MAP_FROM_ODOM = np.array([[np.cos(0.3), -np.sin(0.3), 0, 0.5], [np.sin(0.3), np.cos(0.3), 0, -0.2],
+                          [0, 0, 1, 0], [0, 0, 0, 1]])
+
+
+@pytest.fixture(scope='module')
+def bag(small_scene, tmp_path_factory):
+    root, _, query = small_scene
+    path = str(tmp_path_factory.mktemp('bag') / 'query_bag')
+    frames = PosedFrameFolder(root).frames(query)
+    stamps = dataset_to_bag(frames, path, rate=10.0, map_from_odom=MAP_FROM_ODOM,
+                            progress=False)
+    gt = {ns: fr.load_pose() for (ns, _), fr in zip(stamps, frames)}
+    return path, gt
+
+
+@pytest.fixture
+def listener():
+    lst = Listener(DOMAIN)
+    yield lst
+    lst.close()
+
+
+def call(listener, srv_type, name, request, timeout=10.0):
+    client = listener.node.create_client(srv_type, name)
+    assert client.wait_for_service(timeout_sec=timeout), f'{name} not available'
+    future = client.call_async(request)
+    assert listener.wait_for(lambda: future.done(), timeout), f'{name} did not answer'
+    return future.result()
+
+
+def test_bag_played_into_the_node_gives_poses_and_map_to_odom(small_map, bag, listener,
+                                                              tmp_path):
+    path, gt = bag
+    env = ros_env(DOMAIN)
+    node = start_node(env, {'scene_map': small_map[0], 'device': 'cpu', 'min_inliers': 20,
+                            'image_transport': 'compressed'}, tmp_path / 'node.log',
+                      remaps=[('image/compressed', '/camera/image/compressed'),
+                              ('camera_info', '/camera/camera_info')])
+    try:
+        assert listener.wait_for(lambda: any('waiting for images' in s.message for d in
+                                             listener.diags for s in d.status), 60), \
+            open(tmp_path / 'node.log').read()
+        play = subprocess.run([SCRIPT, 'play', '--bag', path, '--wait', '10'], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert play.returncode == 0, play.stderr
+        listener.wait_for(lambda: len(listener.poses) >= len(gt) * 0.8, 20)
+    finally:
+        stop(node)
+    poses = list(listener.poses)
+    assert len(poses) >= len(gt) // 2, open(tmp_path / 'node.log').read()
+    errors = []
+    for p in poses:
+        ns = stamp_to_ns(p.header.stamp)
+        assert ns in gt, 'the pose must carry the stamp of its image'
+        assert p.header.frame_id == 'map'
+        cov = np.array(p.pose.covariance).reshape(6, 6)
+        assert np.allclose(cov, cov.T) and np.all(np.linalg.eigvalsh(cov) > 0)
+        errors.append(pose_error(transform_to_matrix(p.pose.pose), gt[ns]))
+    e = np.array(errors)
+    assert np.median(e[:, 0]) < 0.03 and np.median(e[:, 1]) < 2.0, e
+    # REP-105: map->odom, composed with the bag's odom->camera, recovers the odometry offset,
+    # post-dated by transform_tolerance (0.1 s).
+    m2o = [t for m in listener.tfs for t in m.transforms
+           if t.header.frame_id == 'map' and t.child_frame_id == 'odom']
+    assert len(m2o) == len(poses)
+    dt = [pose_error(transform_to_matrix(t.transform), MAP_FROM_ODOM)[0] for t in m2o]
+    assert np.median(dt) < 0.03
+    assert all(stamp_to_ns(t.header.stamp) - 100_000_000 in gt for t in m2o)
+
+
+def test_bad_input_is_reported_and_the_node_stays_up(small_map, listener, tmp_path):
+    env = ros_env(DOMAIN)
+    node = start_node(env, {'scene_map': small_map[0], 'device': 'cpu',
+                            'qos_reliability': 'reliable', 'publish_mode': 'map_to_camera'},
+                      tmp_path / 'node.log')
+    pub_img = listener.node.create_publisher(Image, '/image', 10)
+    pub_info = listener.node.create_publisher(CameraInfo, '/camera_info', 10)
+    try:
+        assert listener.wait_for(lambda: any('waiting for images' in s.message for d in
+                                             listener.diags for s in d.status), 60)
+        img = Image(height=120, width=160, encoding='rgb8', step=480,
+                    data=bytes(120 * 160 * 3))
+        img.header.frame_id = 'camera'
+        # 1. an image before any CameraInfo
+        assert listener.wait_for(lambda: pub_img.get_subscription_count() > 0, 10)
+        pub_img.publish(img)
+        assert listener.wait_for(lambda: any('no CameraInfo' in m for m in
+                                             listener.diag_messages()), 10)
+        info = CameraInfo(height=120, width=160)
+        info.k = [144.0, 0.0, 79.5, 0.0, 144.0, 59.5, 0.0, 0.0, 1.0]
+        pub_info.publish(info)
+        # 2. a wrong encoding, 3. a truncated buffer, 4. a black (featureless) image
+        bad = Image(height=120, width=160, encoding='32FC1', step=640, data=bytes(120 * 640))
+        pub_img.publish(bad)
+        assert listener.wait_for(lambda: any('unsupported image encoding' in m for m in
+                                             listener.diag_messages()), 10)
+        short = Image(height=120, width=160, encoding='rgb8', step=480, data=bytes(100))
+        pub_img.publish(short)
+        assert listener.wait_for(lambda: any('does not match' in m for m in
+                                             listener.diag_messages()), 10)
+        pub_img.publish(img)
+        assert listener.wait_for(lambda: any(m.startswith('lost') for m in
+                                             listener.diag_messages()), 20)
+        assert node.poll() is None, 'the node must survive bad input'
+        assert not listener.poses and not any(
+            t.header.frame_id == 'map' for m in listener.tfs for t in m.transforms)
+    finally:
+        stop(node)
+
+
+def test_missing_map_is_reported_not_fatal(listener, tmp_path):
+    node = start_node(ros_env(DOMAIN), {'scene_map': str(tmp_path / 'nope.map')},
+                      tmp_path / 'node.log')
+    try:
+        assert listener.wait_for(lambda: any('no map' in m and 'not found' in m for m in
+                                             listener.diag_messages()), 60)
+        assert node.poll() is None
+    finally:
+        stop(node)
+
+
+def _set(listener, name, value):
+    req = SetParameters.Request()
+    pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+    req.parameters = [Parameter(name=name, value=pv)]
+    return call(listener, SetParameters, '/reloc_node/set_parameters', req).results[0]
+
+
+def test_lifecycle_and_parameter_rejection(small_map, listener, tmp_path):
+    node = start_node(ros_env(DOMAIN), {'scene_map': small_map[0], 'device': 'cpu'},
+                      tmp_path / 'node.log')
+    try:
+        assert listener.wait_for(lambda: any('waiting for images' in m for m in
+                                             listener.diag_messages()), 60)
+        state = call(listener, GetState, '/reloc_node/get_state', GetState.Request())
+        assert state.current_state.label == 'active'
+        r = _set(listener, 'publish_mode', 'map_to_base')
+        assert not r.successful and 'map_to_odom' in r.reason
+        truncated = tmp_path / 'truncated.map'
+        truncated.write_bytes(open(small_map[0], 'rb').read()[:5000])
+        r = _set(listener, 'scene_map', str(truncated))
+        assert not r.successful and 'scene map rejected' in r.reason
+        req = ChangeState.Request()
+        req.transition.label = 'deactivate'
+        assert call(listener, ChangeState, '/reloc_node/change_state', req).success
+        state = call(listener, GetState, '/reloc_node/get_state', GetState.Request())
+        assert state.current_state.label == 'inactive'
+        req.transition.label = 'activate'
+        assert call(listener, ChangeState, '/reloc_node/change_state', req).success
+        r = _set(listener, 'scene_map', small_map[0])  # a valid switch is accepted
+        assert r.successful, r.reason
+        assert node.poll() is None
+    finally:
+        stop(node)
