@@ -38,6 +38,8 @@ PARAMETERS = {
     'base_frame_id': ('', "if set, ~/pose is this frame's pose (camera->base from /tf); "
                           'empty: the camera pose'),
     'transform_tolerance': (0.1, 'seconds the published TF is post-dated by, as AMCL'),
+    'transform_timeout': (0.5, 'seconds to wait for odom->camera at the image stamp to arrive '
+                               'on /tf before giving the frame up'),
     'min_inliers': (30, 'a pose needs at least this many PnP inliers'),
     'max_reprojection_error': (3.0, 'a pose needs a median inlier reprojection error below this '
                                     '(pixels)'),
@@ -62,6 +64,7 @@ _CHOICES = {
 _MINIMA = {
     'qos_depth': (1, 'at least 1'),
     'transform_tolerance': (0.0, 'not negative'),
+    'transform_timeout': (0.0, 'not negative'),
     'min_inliers': (4, 'at least 4 (PnP needs 4 points)'),
     'max_reprojection_error': (1e-9, 'positive'),
     'max_rate': (0.0, 'not negative'),

@@ -53,7 +53,7 @@ from scene_reloc.ros.conversions import (
 )
 from scene_reloc.ros.keep_latest import KeepLatestWorker
 from scene_reloc.ros.params import NODE_NAME, PARAMETERS, validate
-from scene_reloc.transform_buffer import TransformBuffer, TransformError
+from scene_reloc.transform_buffer import ExtrapolationError, TransformBuffer, TransformError
 
 
 class RelocNode(LifecycleNode):
@@ -76,7 +76,11 @@ class RelocNode(LifecycleNode):
         self._counts = {'received': 0, 'localized': 0, 'rejected': 0, 'bad_input': 0}
         self._last_latency = float('nan')
         self._tf_subs = [
-            self.create_subscription(TFMessage, '/tf', self.on_tf, 100),
+            # Best effort on purpose: with a reliable reader one lost sample holds back every
+            # later one until Fast DDS's next heartbeat (3 s by default; measured under a 30 Hz
+            # image stream). The buffer interpolates, so a lost sample costs nothing.
+            self.create_subscription(TFMessage, '/tf', self.on_tf, QoSProfile(
+                depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)),
             self.create_subscription(TFMessage, '/tf_static', self.on_tf_static, QoSProfile(
                 depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                 reliability=ReliabilityPolicy.RELIABLE)),
@@ -229,11 +233,11 @@ class RelocNode(LifecycleNode):
                 return
             if self.camera is None:
                 raise InputError('no CameraInfo received on camera_info yet (or it was invalid)')
-            rgb = decode(msg)
             self._force_next = False
             self._last_processed = now
             if self.worker is not None:
-                self.worker.submit((msg.header, rgb, self.camera))
+                # Decoding happens in the worker: the executor thread only hands frames over.
+                self.worker.submit((msg, decode, self.camera))
         except InputError as e:
             self._bad_input(str(e))
         except Exception as e:  # noqa: BLE001 - a callback must never end spin()
@@ -250,9 +254,14 @@ class RelocNode(LifecycleNode):
         self.get_logger().error(f'processing failed: {exc!r}')
 
     def process_frame(self, item):
-        header, rgb, camera = item
+        msg, decode, camera = item
+        header = msg.header
         t0 = time.perf_counter()
-        image, K = camera.prepare(rgb)
+        try:
+            image, K = camera.prepare(decode(msg))
+        except InputError as e:
+            self._bad_input(str(e))
+            return
         with self._lock:
             reloc = self.reloc
         if reloc is None:
@@ -282,7 +291,7 @@ class RelocNode(LifecycleNode):
         tf_stamp = messages.ns_to_time(stamp_ns + int(self.p('transform_tolerance') * 1e9))
         if self.p('publish_mode') == 'map_to_odom':
             odom = self.p('odom_frame_id')
-            odom_from_cam = self.tf_buffer.lookup(odom, camera_frame, stamp_ns)
+            odom_from_cam = self._wait_for_transform(odom, camera_frame, stamp_ns)
             m_from_o = map_from_odom(map_from_cam, odom_from_cam)
             if self.p('consistency_check'):
                 ok, why = self.gate.check(m_from_o)
@@ -306,6 +315,20 @@ class RelocNode(LifecycleNode):
                                                             map_from_cam))
         self._counts['localized'] += 1
         self._set_status('ok', f'localized ({body} in {gmap})', values)
+
+    def _wait_for_transform(self, target, source, stamp_ns):
+        """Look a transform up, waiting up to transform_timeout for /tf to catch up."""
+        deadline = time.monotonic() + self.p('transform_timeout')
+        while True:
+            try:
+                return self.tf_buffer.lookup(target, source, stamp_ns)
+            except ExtrapolationError as e:
+                if 'after the newest' not in str(e) or time.monotonic() >= deadline:
+                    raise
+            except TransformError:
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.005)
 
     # ---------------------------------------------------------------- diagnostics
     def _set_status(self, level, message, values=None):
