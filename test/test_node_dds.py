@@ -17,6 +17,7 @@
 import os
 import subprocess
 import sys
+import time
 
 from lifecycle_msgs.srv import ChangeState, GetState
 import numpy as np
@@ -123,17 +124,20 @@ def test_bad_input_is_reported_and_the_node_stays_up(small_map, listener, tmp_pa
                                              listener.diag_messages()), 10)
         info = CameraInfo(height=120, width=160)
         info.k = [144.0, 0.0, 79.5, 0.0, 144.0, 59.5, 0.0, 0.0, 1.0]
-        pub_info.publish(info)
+
+        def send(image):  # as a camera driver: CameraInfo with every frame
+            pub_info.publish(info)
+            time.sleep(0.3)
+            pub_img.publish(image)
+
         # 2. a wrong encoding, 3. a truncated buffer, 4. a black (featureless) image
-        bad = Image(height=120, width=160, encoding='32FC1', step=640, data=bytes(120 * 640))
-        pub_img.publish(bad)
+        send(Image(height=120, width=160, encoding='32FC1', step=640, data=bytes(120 * 640)))
         assert listener.wait_for(lambda: any('unsupported image encoding' in m for m in
                                              listener.diag_messages()), 10)
-        short = Image(height=120, width=160, encoding='rgb8', step=480, data=bytes(100))
-        pub_img.publish(short)
+        send(Image(height=120, width=160, encoding='rgb8', step=480, data=bytes(100)))
         assert listener.wait_for(lambda: any('does not match' in m for m in
                                              listener.diag_messages()), 10)
-        pub_img.publish(img)
+        send(img)
         assert listener.wait_for(lambda: any(m.startswith('lost') for m in
                                              listener.diag_messages()), 20)
         assert node.poll() is None, 'the node must survive bad input'
@@ -185,5 +189,47 @@ def test_lifecycle_and_parameter_rejection(small_map, listener, tmp_path):
         r = _set(listener, 'scene_map', small_map[0])  # a valid switch is accepted
         assert r.successful, r.reason
         assert node.poll() is None
+    finally:
+        stop(node)
+
+
+def test_relocalize_service_forces_a_frame_through_the_rate_limit(small_map, small_scene,
+                                                                 listener, tmp_path):
+    from std_srvs.srv import Trigger
+    root, _, query = small_scene
+    fr = PosedFrameFolder(root).frames(query[:1])[0]
+    rgb = fr.load_color()
+    node = start_node(ros_env(DOMAIN), {'scene_map': small_map[0], 'device': 'cpu',
+                                        'qos_reliability': 'reliable', 'min_inliers': 20,
+                                        'publish_mode': 'map_to_camera', 'max_rate': 0.01},
+                      tmp_path / 'node.log')
+    pub_img = listener.node.create_publisher(Image, '/image', 10)
+    pub_info = listener.node.create_publisher(CameraInfo, '/camera_info', 10)
+    info = CameraInfo(height=rgb.shape[0], width=rgb.shape[1])
+    info.k = [float(v) for v in fr.K.ravel()]
+    img = Image(height=rgb.shape[0], width=rgb.shape[1], encoding='rgb8',
+                step=rgb.shape[1] * 3, data=rgb.tobytes())
+    img.header.frame_id = 'camera'
+    try:
+        assert listener.wait_for(lambda: any('waiting for images' in m for m in
+                                             listener.diag_messages()), 60)
+        assert listener.wait_for(lambda: pub_img.get_subscription_count() > 0, 10)
+
+        def send(sec):
+            img.header.stamp.sec = info.header.stamp.sec = sec
+            pub_info.publish(info)
+            time.sleep(0.3)
+            pub_img.publish(img)
+
+        send(1)
+        assert listener.wait_for(lambda: len(listener.poses) == 1, 20)
+        send(2)   # within 1 / max_rate = 100 s of the first: skipped
+        send(3)
+        assert not listener.wait_for(lambda: len(listener.poses) > 1, 3)
+        res = call(listener, Trigger, '/reloc_node/relocalize', Trigger.Request())
+        assert res.success, res.message
+        send(4)
+        assert listener.wait_for(lambda: len(listener.poses) == 2, 20)
+        assert [p.header.stamp.sec for p in listener.poses] == [1, 4]
     finally:
         stop(node)
