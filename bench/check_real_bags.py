@@ -58,22 +58,43 @@ def tf_buffer(msgs):
 def check_nav2(path):
     _, counts, msgs = load(path)
     buf = tf_buffer(msgs)
+    # AMCL post-dates map->odom by its transform_tolerance: find that offset in the data, then
+    # compose map->odom at (scan stamp + offset) with odom->base at the scan stamp.
+    m2o = np.array(sorted(stamp_to_ns(t.header.stamp) for topic, _, m in msgs if topic == '/tf'
+                          for t in m.transforms if t.child_frame_id == 'odom'))
+    amcl = [m for topic, _, m in msgs if topic == '/amcl_pose']
+    gaps = [m2o[np.searchsorted(m2o, stamp_to_ns(m.header.stamp))] - stamp_to_ns(m.header.stamp)
+            for m in amcl if np.searchsorted(m2o, stamp_to_ns(m.header.stamp)) < len(m2o)]
+    offset = int(np.median(gaps)) if gaps else 0
     errs, fails = [], Counter()
-    for topic, _, msg in msgs:
-        if topic != '/amcl_pose':
-            continue
+    for msg in amcl:
+        ns = stamp_to_ns(msg.header.stamp)
         try:
-            T = buf.lookup(msg.header.frame_id, 'base_footprint', stamp_to_ns(msg.header.stamp))
+            T = buf.lookup(msg.header.frame_id, 'odom', ns + offset) @ \
+                buf.lookup('odom', 'base_footprint', ns)
         except TransformError as e:
             fails[type(e).__name__] += 1
             continue
         errs.append(pose_error(T, transform_to_matrix(msg.pose.pose)))
     e = np.array(errs)
-    return {'bag': os.path.basename(path), 'messages': dict(counts), 'frames': buf.frames(),
+    # Odometry messages against the odom -> base TF from the same driver, at the same stamps.
+    odo = []
+    for topic, _, m in msgs:
+        if topic == '/odom':
+            try:
+                T = buf.lookup(m.header.frame_id, m.child_frame_id, stamp_to_ns(m.header.stamp))
+            except TransformError:
+                continue
+            odo.append(pose_error(T, transform_to_matrix(m.pose.pose))[0])
+    return {'bag': os.path.basename(path), 'messages': dict(counts), 'frames': len(buf.frames()),
+            'odom_msgs_checked': len(odo),
+            'odom_vs_tf_median_mm': round(float(np.median(odo)) * 1000, 4) if odo else None,
+            'odom_vs_tf_max_mm': round(float(np.max(odo)) * 1000, 4) if odo else None,
+            'amcl_post_dating_s': round(offset * 1e-9, 3),
             'amcl_poses_checked': len(errs), 'lookup_failures': dict(fails),
-            'amcl_vs_tf_median_cm': round(float(np.median(e[:, 0]) * 100), 3) if len(e) else None,
-            'amcl_vs_tf_max_cm': round(float(e[:, 0].max() * 100), 3) if len(e) else None,
-            'amcl_vs_tf_median_deg': round(float(np.median(e[:, 1])), 3) if len(e) else None}
+            'amcl_vs_tf_median_cm': round(float(np.median(e[:, 0]) * 100), 4) if len(e) else None,
+            'amcl_vs_tf_max_cm': round(float(e[:, 0].max() * 100), 4) if len(e) else None,
+            'amcl_vs_tf_median_deg': round(float(np.median(e[:, 1])), 4) if len(e) else None}
 
 
 def check_tf_example(path):
