@@ -72,7 +72,7 @@ def add_parsers(sub, frames_help):
     p.add_argument('--clock', action='store_true', help='publish /clock (use_sim_time)')
     p.add_argument('--loop', action='store_true')
     p.add_argument('--wait', type=float, default=0.0, metavar='S',
-                   help='wait up to S seconds for subscribers on every topic first')
+                   help='wait up to S seconds for a first subscriber before playing')
 
 
 def cmd_dataset_to_bag(a):

@@ -55,8 +55,8 @@ def play(bag, rate=1.0, clock=False, loop=False, topics=None, node_name='scene_r
 
     :param rate: playback speed factor.
     :param topics: only these topics (default: all).
-    :param wait_for_subscribers: seconds to wait, before playing, until every topic has a
-        subscriber (0: do not wait).
+    :param wait_for_subscribers: seconds to wait, before playing, for a first subscriber to any
+        topic (then one more second for the others to be discovered); 0: do not wait.
     """
     if rate <= 0:
         raise ValueError(f'rate must be positive, got {rate}')
@@ -76,10 +76,14 @@ def play(bag, rate=1.0, clock=False, loop=False, topics=None, node_name='scene_r
                                  else DurabilityPolicy.VOLATILE)
                 pubs[c.id] = node.create_publisher(message_class(c.msgtype), c.topic, qos)
             clock_pub = node.create_publisher(Clock, '/clock', 10) if clock else None
+            # Wait for a first subscriber, then a second for the rest of discovery: a bag
+            # usually carries topics nobody listens to (depth, ground truth).
             deadline = time.monotonic() + wait_for_subscribers
             while wait_for_subscribers and time.monotonic() < deadline and \
-                    any(p.get_subscription_count() == 0 for p in pubs.values()):
+                    all(p.get_subscription_count() == 0 for p in pubs.values()):
                 time.sleep(0.05)
+            if wait_for_subscribers:
+                time.sleep(1.0)
             while True:
                 count += _play_once(reader, conns, pubs, clock_pub, rate)
                 if not loop:

@@ -71,6 +71,7 @@ class RelocNode(LifecycleNode):
         self._lock = threading.Lock()   # guards self.reloc (runtime map switch)
         self._subs = []
         self._force_next = False
+        self._held = None   # newest image that came before any CameraInfo
         self._last_processed = 0.0
         self._status = ('error', 'unconfigured: no scene map loaded', {})
         self._counts = {'received': 0, 'localized': 0, 'rejected': 0, 'bad_input': 0}
@@ -210,6 +211,12 @@ class RelocNode(LifecycleNode):
         except InputError as e:
             self.camera = None
             self._bad_input(str(e))
+            return
+        held, self._held = self._held, None
+        # An image that arrived just before its CameraInfo (separate subscriptions race).
+        if held is not None and stamp_to_ns(held[0].header.stamp) == \
+                stamp_to_ns(msg.header.stamp) and self.worker is not None:
+            self.worker.submit((held[0], held[1], self.camera))
 
     def on_image(self, msg):
         self._on_frame(msg, image_to_rgb)
@@ -232,6 +239,7 @@ class RelocNode(LifecycleNode):
             if max_rate > 0 and not self._force_next and now - self._last_processed < 1 / max_rate:
                 return
             if self.camera is None:
+                self._held = (msg, decode)
                 raise InputError('no CameraInfo received on camera_info yet (or it was invalid)')
             self._force_next = False
             self._last_processed = now
