@@ -6,13 +6,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
 DEMO_DIR ?= out/demo
 
-.PHONY: setup test lint demo bench bench-synthetic clean help
+.PHONY: setup test lint demo bench bench-synthetic bench-node check-bags clean help
 
 help:
 	@echo "make setup   - create $(VENV) with the pinned dependencies (idempotent)"
 	@echo "make test    - set up if needed, run the whole test suite (lint included)"
 	@echo "make demo    - set up if needed, synthetic scene -> memorize -> evaluate -> report"
 	@echo "make bench   - the real-data benchmark (needs DATA=... WEIGHTS=..., see README)"
+	@echo "make bench-node - the node under a 640x480 30 Hz camera for 5 minutes"
+	@echo "make check-bags - read the real ROS 2 bags (BAGS=...)"
 
 setup: $(STAMP)
 
@@ -40,6 +42,13 @@ bench: setup
 
 bench-synthetic: setup
 	$(PY) bench/bench_dev.py --synthetic-only --out out/bench
+
+bench-node: setup
+	$(PY) bench/bench_node.py --duration 300
+
+BAGS ?= ../shared/data/bags
+check-bags: setup
+	$(PY) bench/check_real_bags.py --bags $(BAGS)
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache
