@@ -55,12 +55,8 @@ def _skew(v):
     return np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
 
 
-def pose_covariance(world_from_cam, points2d, points3d, K):
-    """
-    Gauss-Newton covariance of the camera pose (see module docstring).
-
-    :return: ((6, 6) covariance, (N,) reprojection error norms in pixels).
-    """
+def _residuals_and_jacobian(world_from_cam, points2d, points3d, K):
+    """Reprojection residuals (N, 2) and their Jacobian (2N, 6) in the module's convention."""
     R, t = world_from_cam[:3, :3], world_from_cam[:3, 3]
     d = points3d - t
     Xc = d @ R  # R^T (X - t), row-wise
@@ -77,10 +73,25 @@ def pose_covariance(world_from_cam, points2d, points3d, K):
     dXc = np.zeros((n, 3, 6))
     dXc[:, :, :3] = -R.T
     dXc[:, :, 3:] = np.einsum('ij,njk->nik', R.T, np.stack([_skew(v) for v in d]))
-    J = np.einsum('nij,njk->nik', dproj, dXc).reshape(2 * n, 6)
+    return res, np.einsum('nij,njk->nik', dproj, dXc).reshape(2 * n, 6)
+
+
+def pose_covariance(world_from_cam, points2d, points3d, K, weights=None):
+    """
+    Gauss-Newton covariance of the camera pose (see module docstring).
+
+    With ``weights`` (N,) (relative confidences), it is ``sigma^2 (J^T W J)^-1`` with the
+    weighted residual variance.
+
+    :return: ((6, 6) covariance, (N,) reprojection error norms in pixels).
+    """
+    res, J = _residuals_and_jacobian(world_from_cam, points2d, points3d, K)
+    n = len(points2d)
+    w = np.ones(n) if weights is None else np.asarray(weights, float) / np.mean(weights)
+    w2 = np.repeat(w, 2)
     dof = max(2 * n - 6, 1)
-    sigma2 = float((res ** 2).sum() / dof)
-    JtJ = J.T @ J
+    sigma2 = float((w2 * res.ravel() ** 2).sum() / dof)
+    JtJ = J.T @ (J * w2[:, None])
     try:
         cov = sigma2 * np.linalg.inv(JtJ)
     except np.linalg.LinAlgError:
@@ -88,12 +99,36 @@ def pose_covariance(world_from_cam, points2d, points3d, K):
     return cov, np.linalg.norm(res, axis=1)
 
 
-def solve_pnp(points2d, points3d, K, image_size, cfg=PnPConfig()):
+def refine_weighted(world_from_cam, points2d, points3d, K, weights, iterations=10):
+    """Weighted Gauss-Newton refinement of world_from_cam (left perturbation, as above)."""
+    T = world_from_cam.copy()
+    w2 = np.repeat(np.asarray(weights, float) / np.mean(weights), 2)
+    for _ in range(iterations):
+        res, J = _residuals_and_jacobian(T, points2d, points3d, K)
+        try:
+            delta = np.linalg.solve(J.T @ (J * w2[:, None]), -J.T @ (w2 * res.ravel()))
+        except np.linalg.LinAlgError:
+            break
+        theta = delta[3:]
+        angle = np.linalg.norm(theta)
+        if angle > 1e-12:
+            k = _skew(theta / angle)
+            dR = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+            T[:3, :3] = dR @ T[:3, :3]
+        T[:3, 3] += delta[:3]
+        if np.linalg.norm(delta) < 1e-10:
+            break
+    return T
+
+
+def solve_pnp(points2d, points3d, K, image_size, cfg=PnPConfig(), weights=None):
     """
     Estimate world_from_cam with poselib's LO-RANSAC + bundle refinement.
 
     :param points2d: (N, 2) pixels; :param points3d: (N, 3) world points.
     :param image_size: (width, height).
+    :param weights: optional (N,) confidences: the inliers' pose is then refined by weighted
+        Gauss-Newton and the covariance weighted alike (poselib takes no weights).
     :return: :class:`PnPSolution`, or ``None`` when RANSAC finds no model.
     """
     points2d = np.ascontiguousarray(points2d, dtype=np.float64)
@@ -112,5 +147,10 @@ def solve_pnp(points2d, points3d, K, image_size, cfg=PnPConfig()):
     cam_from_world[:3, :3] = pose.R
     cam_from_world[:3, 3] = pose.t
     world_from_cam = invert_pose(cam_from_world)
-    cov, err = pose_covariance(world_from_cam, points2d[inliers], points3d[inliers], K)
+    w = None
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64)[inliers]
+        world_from_cam = refine_weighted(world_from_cam, points2d[inliers], points3d[inliers],
+                                         K, w)
+    cov, err = pose_covariance(world_from_cam, points2d[inliers], points3d[inliers], K, w)
     return PnPSolution(world_from_cam, inliers, float(np.median(err)), cov)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from scene_reloc.backbones import FeatureExtractor, grid_centres
+from scene_reloc.landmark_head import LandmarkDetector, LandmarkHeadConfig
 from scene_reloc.partition import HierarchicalPartition
 from scene_reloc.pnp import PnPConfig, solve_pnp
 from scene_reloc.region_head import RegionClassifier, RegionHeadConfig
@@ -52,7 +53,7 @@ class LocalizerConfig:
     """Query-time settings; defaults are stored in the map and can be overridden."""
 
     refinement: str = 'keypoints'
-    """``keypoints``: match keypoints inside the predicted leaves; ``none``: leaf centres (SRC)."""
+    """``keypoints``: match keypoints in predicted leaves or near landmark peaks; ``none``: not."""
     max_keypoints: int = 2048
     """Keypoints detected per query image."""
     top_regions: int = 2
@@ -67,6 +68,10 @@ class LocalizerConfig:
     """A pose needs at least this many RANSAC inliers."""
     max_reprojection_error: float = 3.0
     """A pose needs a median inlier reprojection error below this (pixels)."""
+    min_landmark_confidence: float = 0.1
+    """Landmark detector maps: heatmap peaks below this are not used."""
+    snap_radius_px: float = 12.0
+    """Landmark detector maps: how far a peak may move to its matching keypoint."""
     pnp: PnPConfig = field(default_factory=PnPConfig)
 
     @classmethod
@@ -128,10 +133,26 @@ class Relocalizer:
                 f'the ones this map was memorized with (sha256 {bb["weights_sha256"]}); pass '
                 'the right file with --backbone-weights')
         dev = self.extractor.device
+        self.head_type = manifest['head_type']
+        head_state = {k[5:]: torch.from_numpy(v) for k, v in tensors.items()
+                      if k.startswith('head.')}
+        if self.head_type == 'landmark_detector':
+            self.head = LandmarkDetector(LandmarkHeadConfig(**manifest['head']['config']))
+            self.head.load_state_dict(head_state)
+            self.head.eval().to(dev)
+            self.points_xyz = torch.from_numpy(tensors['landmarks.xyz']).to(dev)
+            desc = tensors.get('landmarks.desc')
+            self.landmark_desc = None if desc is None else \
+                torch.from_numpy(desc).to(dev).float() / 127.0
+        else:
+            self._init_region_classifier(manifest, tensors, head_state, dev)
+        defaults = manifest.get('localizer', {})
+        self.config = config or LocalizerConfig.from_dict(defaults)
+
+    def _init_region_classifier(self, manifest, tensors, head_state, dev):
         head_cfg = RegionHeadConfig(**manifest['head']['config'])
         self.head = RegionClassifier(head_cfg)
-        self.head.load_state_dict({k[5:]: torch.from_numpy(v) for k, v in tensors.items()
-                                   if k.startswith('head.')})
+        self.head.load_state_dict(head_state)
         self.head.eval().to(dev)
         self.partition = HierarchicalPartition.from_tensors(tensors, head_cfg.k2)
         self.leaf_centres = torch.from_numpy(self.partition.leaf_centres).to(dev)
@@ -140,8 +161,6 @@ class Relocalizer:
         self.leaf_offsets = torch.from_numpy(tensors['points.leaf_offsets']).to(dev)
         counts = self.leaf_offsets[1:] - self.leaf_offsets[:-1]
         self.max_points_per_leaf = int(counts.max()) if counts.numel() else 0
-        defaults = manifest.get('localizer', {})
-        self.config = config or LocalizerConfig.from_dict(defaults)
 
     @classmethod
     def from_file(cls, path, backbone_weights=None, device='auto', config=None):
@@ -173,6 +192,34 @@ class Relocalizer:
         return (feats.keypoints[keep].cpu().numpy().astype(np.float64),
                 self.points_xyz[pidx[keep]].cpu().numpy().astype(np.float64))
 
+    @torch.inference_mode()
+    def _landmark_matches(self, img):
+        """
+        2D-3D correspondences from the landmark heatmaps' peaks, with their confidences.
+
+        With ``refinement='keypoints'`` each peak moves to the keypoint within
+        ``snap_radius_px`` whose descriptor best matches the landmark's (the heatmap peak is
+        a few pixels off; a keypoint is sub-pixel), when that match is good enough.
+        """
+        cfg = self.config
+        if cfg.refinement == 'keypoints' and self.landmark_desc is not None:
+            feats = self.extractor.extract(img, cfg.max_keypoints)
+            grid = feats.grid_desc
+        else:
+            feats, grid = None, self.extractor.grid_features(self.extractor.to_tensor(img))[0]
+        xy, conf = self.head.detect(grid)
+        keep = conf >= cfg.min_landmark_confidence
+        if feats is not None and feats.keypoints.shape[0]:
+            d = torch.cdist(xy, feats.keypoints)                          # (L, N)
+            sim = self.landmark_desc @ feats.keypoint_desc.T               # (L, N)
+            sim = torch.where(d <= cfg.snap_radius_px, sim, torch.full_like(sim, -2.0))
+            best, arg = sim.max(dim=1)
+            snap = best >= cfg.min_similarity
+            xy = torch.where(snap[:, None], feats.keypoints[arg], xy)
+        return (xy[keep].cpu().numpy().astype(np.float64),
+                self.points_xyz[keep].cpu().numpy().astype(np.float64),
+                conf[keep].cpu().numpy().astype(np.float64))
+
     def _centroid_matches(self, feats, image_hw):
         """2D-3D correspondences from grid cells to their most likely leaf centre (SRC)."""
         hc, wc, d = feats.grid_desc.shape
@@ -199,17 +246,21 @@ class Relocalizer:
         if problem:
             return RelocResult(False, BAD_INPUT, detail=problem)
         H, W = img.shape[:2]
-        feats = self.extractor.extract(img, self.config.max_keypoints)
-        if self.config.refinement == 'keypoints':
-            p2, p3 = self._keypoint_matches(feats)
+        weights = None
+        if self.head_type == 'landmark_detector':
+            p2, p3, weights = self._landmark_matches(img)
         else:
-            p2, p3 = self._centroid_matches(feats, (H, W))
+            feats = self.extractor.extract(img, self.config.max_keypoints)
+            if self.config.refinement == 'keypoints':
+                p2, p3 = self._keypoint_matches(feats)
+            else:
+                p2, p3 = self._centroid_matches(feats, (H, W))
         n = len(p2)
         if n < max(4, self.config.min_inliers):
             return RelocResult(False, TOO_FEW_CORRESPONDENCES, num_correspondences=n,
                                seconds=time.perf_counter() - t0,
                                detail=f'{n} correspondences, need {self.config.min_inliers}')
-        sol = solve_pnp(p2, p3, K, (W, H), self.config.pnp)
+        sol = solve_pnp(p2, p3, K, (W, H), self.config.pnp, weights)
         dt = time.perf_counter() - t0
         if sol is None:
             return RelocResult(False, RANSAC_FAILED, num_correspondences=n, seconds=dt)

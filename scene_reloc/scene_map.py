@@ -32,10 +32,11 @@ from safetensors.numpy import save_file
 
 FORMAT_VERSION = 1
 MANIFEST_KEY = 'scene_reloc_manifest'
-HEAD_TYPES = ('region_classifier',)
+HEAD_TYPES = ('region_classifier', 'landmark_detector')
 REQUIRED_TENSORS = {
     'region_classifier': ('partition.centres_l1', 'partition.leaf_centres', 'points.xyz',
                           'points.desc', 'points.leaf_offsets'),
+    'landmark_detector': ('landmarks.xyz',),
 }
 
 

@@ -74,6 +74,16 @@ class MemorizeConfig:
     """Depth camera centre in the colour camera frame, for misregistered depth (metres)."""
     seed: int = 0
     """Seed of everything random (k-means, augmentation, training)."""
+    head: str = 'region_classifier'
+    """region_classifier (SRC) or landmark_detector (SLD)."""
+    landmarks: int = 300
+    """landmark_detector: landmarks to select."""
+    landmarks_per_head: int = 150
+    """landmark_detector: landmarks per head of the ensemble."""
+    landmark_iterations: int = 1500
+    """landmark_detector: head training iterations."""
+    landmark_batch: int = 4
+    """landmark_detector: grid crops per batch."""
 
     @classmethod
     def from_dict(cls, d):
@@ -115,16 +125,31 @@ def memorize(frames, out_path, cfg=MemorizeConfig(), resume=False, progress=True
     :return: summary dict (``train_seconds``, ``map_megabytes``, training statistics).
     """
     t0 = time.perf_counter()
+    if cfg.head not in ('region_classifier', 'landmark_detector'):
+        raise ValueError(f'head must be region_classifier or landmark_detector, got {cfg.head!r}')
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     torch.manual_seed(cfg.seed)
     extractor = FeatureExtractor(cfg.backbone, cfg.backbone_weights, cfg.device)
-    images, coords, feats = [], [], []
+    images, coords, feats, depths = read_frames(frames, extractor, cfg, progress)
+    if cfg.head == 'landmark_detector':
+        from scene_reloc_training.memorize_landmarks import memorize_landmarks
+        tensors, head_cfg, summary = memorize_landmarks(
+            frames, images, feats, depths, extractor, cfg, out_path, resume, progress, t0)
+    else:
+        tensors, head_cfg, summary = _memorize_regions(
+            images, coords, feats, extractor, cfg, out_path, resume, progress, t0)
+    return _write_map(out_path, tensors, head_cfg, summary, extractor, cfg, frames, frame_root)
+
+
+def read_frames(frames, extractor, cfg, progress):
+    """Colour, scene coordinates, backbone features and depth of the memorized frames."""
+    images, coords, feats, depths = [], [], [], []
     for fr in tqdm(frames, desc='reading frames', disable=not progress, unit='frame'):
         rgb = fr.load_color()
         depth = fr.load_depth()
         if depth is None:
-            raise ValueError(f'frame {fr.stem} has no depth image: the region classifier '
-                             'needs depth to memorize a scene')
+            raise ValueError(f'frame {fr.stem} has no depth image: memorizing needs depth '
+                             '(scene coordinates and landmarks come from it)')
         if depth.shape != rgb.shape[:2]:
             raise ValueError(f'frame {fr.stem}: depth {depth.shape} and colour '
                              f'{rgb.shape[:2]} sizes differ')
@@ -132,7 +157,12 @@ def memorize(frames, out_path, cfg=MemorizeConfig(), resume=False, progress=True
                                      cfg.depth_offset_m)
         images.append(rgb)
         coords.append(xyz)
+        depths.append(depth)
         feats.append(extract_frame(extractor, rgb, xyz, cfg.max_keypoints))
+    return images, coords, feats, depths
+
+
+def _memorize_regions(images, coords, feats, extractor, cfg, out_path, resume, progress, t0):
     # Partition every valid pixel's coordinate (strided), not only cell centres: finer coverage.
     pts = np.concatenate([c[::4, ::4].reshape(-1, 3) for c in coords])
     partition = HierarchicalPartition.build(pts, cfg.k1, cfg.k2, seed=cfg.seed)
@@ -156,16 +186,19 @@ def memorize(frames, out_path, cfg=MemorizeConfig(), resume=False, progress=True
                'map_points': int(len(xyz_map)),
                'leaves_used': int(np.count_nonzero(np.isfinite(partition.leaf_centres[:, 0]))),
                **{k: round(v, 4) for k, v in stats.items()}}
+    return tensors, head_cfg, summary
+
+
+def _write_map(out_path, tensors, head_cfg, summary, extractor, cfg, frames, frame_root):
     cfg_dict = asdict(cfg)
     manifest = {
-        'head_type': 'region_classifier',
+        'head_type': cfg.head,
         'scene_reloc_version': __version__,
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'backbone': {'name': cfg.backbone, 'weights_sha256': extractor.weights_sha256,
                      'weights_path': extractor.weights_path,
                      'descriptor_dim': extractor.descriptor_dim},
         'head': {'config': head_cfg.to_dict()},
-        'partition': {'k1': partition.k1, 'k2': partition.k2},
         'localizer': LocalizerConfig().to_dict(),
         'training': cfg_dict,
         'frames': {'root': os.path.abspath(frame_root) if frame_root else '',

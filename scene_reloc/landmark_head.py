@@ -1,0 +1,148 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Scene landmark detector (the SLD method): one heatmap per 3D scene landmark, at 1/8 resolution.
+
+The frozen backbone's descriptors on the 1/8 grid go through an ensemble of small convolutional
+heads, each responsible for a block of landmarks (as SLD* splits 1000 landmarks over 8 networks
+of 125): more capacity per landmark without one wide, slow network. Each channel is a heatmap
+(sigmoid) that peaks where its landmark is seen; the peak, refined to sub-cell precision by the
+probability-weighted mean of its 3x3 neighbourhood, gives the landmark's 2D position, and the
+peak value its confidence. Those are the 2D-3D correspondences for weighted PnP.
+"""
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from scene_reloc.backbones import GRID_STRIDE
+
+
+@dataclass
+class LandmarkHeadConfig:
+    """Shape of the landmark detector (stored in the scene map)."""
+
+    in_dim: int = 128
+    """Backbone descriptor dimension."""
+    hidden: int = 64
+    """Channels of each head's hidden layers."""
+    num_landmarks: int = 300
+    """Landmarks in the scene."""
+    landmarks_per_head: int = 150
+    """Landmarks one head of the ensemble detects."""
+
+    def to_dict(self):
+        return asdict(self)
+
+    @property
+    def blocks(self):
+        """(start, end) landmark ranges of the heads."""
+        n, b = self.num_landmarks, self.landmarks_per_head
+        return [(s, min(s + b, n)) for s in range(0, n, b)]
+
+
+class LandmarkDetector(nn.Module):
+    """
+    Ensemble of heatmap heads.
+
+    ``forward(grid_BDHW)`` returns logits ``(B, L, H, W)`` for the L landmarks, on the grid of
+    the input (1/8 of the image).
+    """
+
+    def __init__(self, cfg: LandmarkHeadConfig):
+        super().__init__()
+        self.cfg = cfg
+        h = cfg.hidden
+        self.heads = nn.ModuleList(nn.Sequential(
+            nn.Conv2d(cfg.in_dim, h, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(h, h, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(h, e - s, 1)) for s, e in cfg.blocks)
+        for head in self.heads:
+            # Start every heatmap near "not here" (sigmoid ~ 0.01), as detectors do.
+            nn.init.constant_(head[-1].bias, -4.6)
+
+    def forward(self, grid_BDHW):
+        return torch.cat([head(grid_BDHW) for head in self.heads], dim=1)
+
+    @torch.inference_mode()
+    def detect(self, grid_HWD):
+        """
+        Peak of every landmark's heatmap.
+
+        :param grid_HWD: (Hc, Wc, D) backbone descriptors on the 1/8 grid.
+        :return: (xy_L2 pixel positions, confidence_L in [0, 1]).
+        """
+        x = grid_HWD.permute(2, 0, 1)[None].float()
+        prob = torch.sigmoid(self.forward(x))[0]                     # (L, Hc, Wc)
+        return heatmap_peaks(prob)
+
+
+def heatmap_peaks(prob_LHW):
+    """
+    Sub-cell peak positions (pixels) and peak values of heatmaps on the 1/8 grid.
+
+    The peak cell is refined by the probability-weighted mean over its 3x3 neighbourhood.
+    """
+    L, H, W = prob_LHW.shape
+    flat = prob_LHW.reshape(L, -1)
+    conf, idx = flat.max(dim=1)
+    cy, cx = (idx // W).float(), (idx % W).float()
+    # 3x3 neighbourhood of every peak via unfold on a padded map.
+    pad = F.pad(prob_LHW[:, None], (1, 1, 1, 1))
+    patches = F.unfold(pad, 3)                                        # (L, 9, H*W)
+    nb = torch.gather(patches, 2, idx[:, None, None].expand(L, 9, 1))[:, :, 0]   # (L, 9)
+    off = torch.tensor([-1.0, 0.0, 1.0], device=prob_LHW.device)
+    oy, ox = torch.meshgrid(off, off, indexing='ij')
+    w = nb / nb.sum(1, keepdim=True).clamp(min=1e-12)
+    dx, dy = (w * ox.reshape(1, 9)).sum(1), (w * oy.reshape(1, 9)).sum(1)
+    # Cell (i, j) is centred at pixel ((j + 0.5) * stride - 0.5), as grid_centres.
+    x = (cx + dx + 0.5) * GRID_STRIDE - 0.5
+    y = (cy + dy + 0.5) * GRID_STRIDE - 0.5
+    return torch.stack([x, y], dim=1), conf
+
+
+def heatmap_targets(xy_BL2, visible_BL, height, width, sigma=1.0):
+    """
+    Gaussian targets on the 1/8 grid, exactly 1 at the cell nearest each visible landmark.
+
+    :param xy_BL2: pixel positions; :param visible_BL: bool mask.
+    :return: (B, L, H, W) float in [0, 1]; all zero for landmarks that are not visible.
+    """
+    g = (xy_BL2 + 0.5) / GRID_STRIDE - 0.5                            # grid coordinates
+    ys = torch.arange(height, dtype=torch.float32, device=g.device)
+    xs = torch.arange(width, dtype=torch.float32, device=g.device)
+    d2 = (xs.view(1, 1, 1, -1) - g[..., 0, None, None]) ** 2 + \
+        (ys.view(1, 1, -1, 1) - g[..., 1, None, None]) ** 2
+    t = torch.exp(-d2 / (2 * sigma ** 2))
+    peak = t.flatten(2).argmax(2)
+    t = t.flatten(2)
+    t.scatter_(2, peak[..., None], 1.0)
+    t = t.view_as(d2) * visible_BL[..., None, None].float()
+    return t
+
+
+def focal_heatmap_loss(logits, target, alpha=2.0, beta=4.0):
+    """
+    CenterNet's penalty-reduced focal loss, normalised by the number of visible landmarks.
+
+    Handles the imbalance of one positive cell among thousands per heatmap.
+    """
+    p = torch.sigmoid(logits).clamp(1e-6, 1 - 1e-6)
+    pos = target.eq(1.0).float()
+    pos_loss = -torch.log(p) * (1 - p) ** alpha * pos
+    neg_loss = -torch.log(1 - p) * p ** alpha * (1 - target) ** beta * (1 - pos)
+    return (pos_loss.sum() + neg_loss.sum()) / pos.sum().clamp(min=1.0)

@@ -1,0 +1,143 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Train the landmark heatmap head on a buffer of frozen backbone grids (the fast SLD recipe).
+
+The buffer holds, for every memorized frame and several augmented views of it, the backbone's
+1/8-grid descriptors and where each landmark is (pixels) and whether it is visible. The backbone
+never runs again while the head trains; batches are random crops of buffered grids (the head is
+convolutional, so crops are as good as whole images and several times cheaper).
+"""
+
+import math
+import os
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from scene_reloc.backbones import GRID_STRIDE
+from scene_reloc.landmark_head import (
+    focal_heatmap_loss,
+    heatmap_peaks,
+    heatmap_targets,
+    LandmarkDetector,
+)
+from scene_reloc_training.augment import photometric, random_similarity
+
+
+def build_landmark_buffer(extractor, images, frame_feats, landmarks, augmentations, seed,
+                          progress=True, margin=4):
+    """
+    Buffered grids and landmark labels.
+
+    :return: dict ``grid`` (N, D, Hc, Wc) float16, ``xy`` (N, L, 2) float32 pixels,
+        ``visible`` (N, L) bool.
+    """
+    rng = np.random.default_rng(seed)
+    grids, xys, vis = [], [], []
+    for f, ff in enumerate(frame_feats):
+        grids.append(ff.grid_desc.permute(2, 0, 1).to(torch.float16))
+        xys.append(np.nan_to_num(landmarks.xy[f]))
+        vis.append(landmarks.visible[f])
+    jobs = [(i, a) for a in range(augmentations) for i in range(len(images))]
+    for i, _ in tqdm(jobs, desc='augmented views', unit='view', disable=not progress or not jobs):
+        h, w = images[i].shape[:2]
+        M = random_similarity(rng, (w, h))
+        img = photometric(rng, cv2.warpAffine(images[i], M, (w, h), flags=cv2.INTER_LINEAR,
+                                              borderMode=cv2.BORDER_REFLECT))
+        g = extractor.grid_features(extractor.to_tensor(img))[0].cpu()
+        xy = np.nan_to_num(landmarks.xy[i]) @ M[:, :2].T + M[:, 2]
+        inside = (xy[:, 0] >= margin) & (xy[:, 0] < w - margin) & (xy[:, 1] >= margin) & \
+            (xy[:, 1] < h - margin)
+        grids.append(g.permute(2, 0, 1).to(torch.float16))
+        xys.append(xy)
+        vis.append(landmarks.visible[i] & inside)
+    return {'grid': torch.stack(grids), 'xy': torch.from_numpy(np.stack(xys)).float(),
+            'visible': torch.from_numpy(np.stack(vis))}
+
+
+def _crop(buffer, idx, crop_hw, gen):
+    g = buffer['grid'][idx].float()
+    B, _, H, W = g.shape
+    ch, cw = min(crop_hw[0], H), min(crop_hw[1], W)
+    y0 = int(torch.randint(H - ch + 1, (1,), generator=gen))
+    x0 = int(torch.randint(W - cw + 1, (1,), generator=gen))
+    xy = buffer['xy'][idx] - torch.tensor([x0, y0]) * GRID_STRIDE
+    vis = buffer['visible'][idx] & (xy[..., 0] >= 0) & (xy[..., 1] >= 0) & \
+        (xy[..., 0] < cw * GRID_STRIDE) & (xy[..., 1] < ch * GRID_STRIDE)
+    return g[:, :, y0:y0 + ch, x0:x0 + cw], xy, vis
+
+
+def train_landmark_head(buffer, cfg, iterations, batch_size, lr, weight_decay, seed, device,
+                        crop_hw=(32, 40), checkpoint=None, resume=False, progress=True,
+                        log_every=50):
+    """
+    Fit a :class:`LandmarkDetector` with the focal heatmap loss; seeded, resumable.
+
+    :return: (model in eval mode, stats dict).
+    """
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = LandmarkDetector(cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=iterations,
+                                                pct_start=0.1)
+    start = 0
+    if resume and checkpoint and os.path.exists(checkpoint):
+        state = torch.load(checkpoint, map_location='cpu', weights_only=True)
+        model.load_state_dict(state['model'])
+        opt.load_state_dict(state['optimizer'])
+        sched.load_state_dict(state['scheduler'])
+        gen.set_state(state['generator'])
+        start = int(state['iteration'])
+    n = buffer['grid'].shape[0]
+    model.train()
+    loss_avg = math.nan
+    bar = tqdm(range(start, iterations), desc='training landmark head', unit='it',
+               initial=start, total=iterations, disable=not progress)
+    for it in bar:
+        idx = torch.randint(n, (batch_size,), generator=gen)
+        g, xy, vis = _crop(buffer, idx, crop_hw, gen)
+        target = heatmap_targets(xy, vis, g.shape[2], g.shape[3])
+        loss = focal_heatmap_loss(model(g.to(device)), target.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        v = float(loss.detach())
+        loss_avg = v if math.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * v
+        if (it + 1) % log_every == 0 or it + 1 == iterations:
+            bar.set_postfix(loss=f'{loss_avg:.3f}')
+            if checkpoint:
+                torch.save({'model': model.state_dict(), 'optimizer': opt.state_dict(),
+                            'scheduler': sched.state_dict(), 'generator': gen.get_state(),
+                            'iteration': it + 1}, checkpoint)
+    model.eval()
+    return model, {'final_loss': loss_avg, **buffer_detection(model, buffer, device)}
+
+
+@torch.inference_mode()
+def buffer_detection(model, buffer, device, frames=8):
+    """Median pixel error of detected visible landmarks on the first buffered (real) frames."""
+    errs = []
+    for i in range(min(frames, buffer['grid'].shape[0])):
+        prob = torch.sigmoid(model(buffer['grid'][i:i + 1].float().to(device)))[0]
+        xy, _ = heatmap_peaks(prob)
+        v = buffer['visible'][i]
+        errs.append(torch.linalg.norm(xy.cpu()[v] - buffer['xy'][i][v], dim=1))
+    e = torch.cat(errs) if errs else torch.zeros(0)
+    return {'train_landmark_px_median': float(e.median()) if e.numel() else float('nan')}

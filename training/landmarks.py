@@ -1,0 +1,170 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Selecting salient 3D scene landmarks from the memorized frames (the SLD recipe).
+
+1. Candidates: backbone keypoints lifted to 3D with depth, merged across views on a voxel grid
+   (a physical point detected in several views becomes one candidate).
+2. Visibility: a candidate is visible in a frame when it projects inside the image and the
+   frame's depth there agrees with its distance (occlusion test against depth).
+3. Saliency: how often it was detected (repeatability) x how many frames see it x how wide an
+   angle they span x the detector's score, divided by its depth instability.
+4. Greedy coverage with a shrinking radius: take the most salient candidates at least ``r``
+   apart, for r = 0.4, 0.2, 0.1, 0.05 m, until there are enough; so landmarks spread over the
+   whole scene first and densify after, and every viewpoint sees several.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from scene_reloc.geometry import invert_pose, project, transform_points
+
+
+@dataclass
+class LandmarkSet:
+    xyz: np.ndarray          # (L, 3) float32
+    saliency: np.ndarray     # (L,)
+    visible: np.ndarray      # (F, L) bool: landmark l passes the occlusion test in frame f
+    xy: np.ndarray           # (F, L, 2) float32 projections (pixels)
+    desc: np.ndarray         # (L, D) float32 unit mean descriptor of the merged keypoints
+
+    def coverage(self):
+        """Landmarks visible per memorized frame: (min, median, max)."""
+        per = self.visible.sum(1)
+        return int(per.min()), float(np.median(per)), int(per.max())
+
+
+def visibility(xyz, poses, Ks, depths, margin=8, rel_tol=0.05, abs_tol=0.05):
+    """
+    Project points into every frame and test them against that frame's depth.
+
+    :return: (visible (F, N) bool, xy (F, N, 2) float32).
+    """
+    F, N = len(poses), len(xyz)
+    vis = np.zeros((F, N), bool)
+    xy = np.full((F, N, 2), np.nan, np.float32)
+    for f, (pose, K, depth) in enumerate(zip(poses, Ks, depths)):
+        cam = transform_points(invert_pose(pose), xyz.astype(np.float64))
+        uv, z = project(cam, K)
+        H, W = depth.shape
+        ok = (z > 0.05) & np.all(np.isfinite(uv), 1)
+        ok &= (uv[:, 0] >= margin) & (uv[:, 0] < W - margin) & (uv[:, 1] >= margin) & \
+            (uv[:, 1] < H - margin)
+        uv = np.nan_to_num(uv, nan=-1.0)
+        u = np.clip(np.round(uv[:, 0]).astype(int), 0, W - 1)
+        v = np.clip(np.round(uv[:, 1]).astype(int), 0, H - 1)
+        d = depth[v, u]
+        ok &= (d > 0) & (np.abs(d - z) < np.maximum(abs_tol, rel_tol * z))
+        vis[f] = ok
+        xy[f] = uv
+    return vis, xy
+
+
+def candidates(frame_feats, voxel=0.02):
+    """
+    Merge depth-lifted keypoints of all frames on a voxel grid.
+
+    Each voxel is represented by its best-scoring keypoint (a real image feature, so its
+    projection is something a detector can find), not by the mean of its points.
+
+    :return: (xyz (N, 3), detections (N,), mean score (N,), spread (N,) of the merged points,
+        unit descriptor of the representative (N, D)).
+    """
+    pts = np.concatenate([f.kp_xyz for f in frame_feats])
+    score = np.concatenate([f.kp_score for f in frame_feats])
+    desc = np.concatenate([f.kp_desc.float().numpy() for f in frame_feats])
+    ok = np.all(np.isfinite(pts), 1)
+    pts, score, desc = pts[ok].astype(np.float64), score[ok], desc[ok]
+    keys = np.floor(pts / voxel).astype(np.int64)
+    _, inv, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    inv = inv.ravel()
+    n = counts.size
+    mean = np.zeros((n, 3))
+    np.add.at(mean, inv, pts)
+    mean /= counts[:, None]
+    mean_score = np.bincount(inv, score, n) / counts
+    spread = np.sqrt(np.maximum(
+        np.bincount(inv, (pts ** 2).sum(1), n) / counts - (mean ** 2).sum(1), 0))
+    order = np.lexsort((-score, inv))            # by voxel, best score first
+    first = order[np.r_[0, np.nonzero(np.diff(inv[order]))[0] + 1]]
+    d = desc[first]
+    d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
+    return pts[first], counts, mean_score, spread, d.astype(np.float32)
+
+
+def select_landmarks(frame_feats, poses, Ks, depths, num=300,
+                     radii=(0.4, 0.2, 0.1, 0.05), min_views=2):
+    """
+    Pick ``num`` salient, well-spread landmarks (see the module docstring).
+
+    :return: :class:`LandmarkSet` (possibly fewer landmarks when the scene has too few
+        candidates).
+    """
+    xyz, det, score, spread, desc = candidates(frame_feats)
+    vis, _ = visibility(xyz, poses, Ks, depths)
+    n_views = vis.sum(0)
+    centres = np.array([p[:3, 3] for p in poses])
+    angle = np.zeros(len(xyz))
+    for i in np.nonzero(n_views >= 2)[0]:
+        rays = centres[vis[:, i]] - xyz[i]
+        rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+        # Widest angle between two viewing rays (their mean direction vs the farthest one).
+        m = rays.mean(0)
+        m /= np.linalg.norm(m)
+        angle[i] = 2 * np.arccos(np.clip(rays @ m, -1, 1)).max()
+    saliency = det * np.log1p(n_views) * (1 + angle) * np.maximum(score, 1e-3) / \
+        (1 + 20 * spread)
+    saliency[n_views < min_views] = 0
+    order = np.argsort(-saliency)
+    order = order[saliency[order] > 0]
+    chosen = []
+    for r in radii:
+        for i in order:
+            if len(chosen) >= num:
+                break
+            if chosen and np.min(np.linalg.norm(xyz[chosen] - xyz[i], axis=1)) < r:
+                continue
+            if i not in chosen:
+                chosen.append(i)
+        if len(chosen) >= num:
+            break
+    chosen = np.array(chosen, dtype=np.int64)
+    sel_vis, sel_xy = visibility(xyz[chosen], poses, Ks, depths)
+    return LandmarkSet(xyz[chosen].astype(np.float32), saliency[chosen], sel_vis,
+                       sel_xy.astype(np.float32), desc[chosen])
+
+
+def plot_landmarks(lms, poses, path, title='scene landmarks'):
+    """Top view and side view of the landmarks (coloured by saliency) and the cameras."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    c = np.array([p[:3, 3] for p in poses])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    for ax, (i, j, name) in zip(axes, ((0, 1, 'top view (x, y)'), (0, 2, 'side view (x, z)'))):
+        sc = ax.scatter(lms.xyz[:, i], lms.xyz[:, j], c=np.log1p(lms.saliency), s=8,
+                        cmap='viridis')
+        ax.plot(c[:, i], c[:, j], 'r.-', lw=0.8, ms=4, label='memorized cameras')
+        ax.set_title(name)
+        ax.set_aspect('equal', adjustable='datalim')
+        ax.legend(loc='best', fontsize=8)
+    fig.colorbar(sc, ax=axes, label='log(1 + saliency)')
+    lo, med, hi = lms.coverage()
+    fig.suptitle(f'{title}: {len(lms.xyz)} landmarks; visible per frame min {lo}, '
+                 f'median {med:.0f}, max {hi}')
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

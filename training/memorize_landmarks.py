@@ -1,0 +1,61 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Memorize a scene as landmarks + a heatmap head (``memorize --head landmark_detector``)."""
+
+import time
+
+import numpy as np
+
+from scene_reloc.landmark_head import LandmarkHeadConfig
+from scene_reloc_training.landmark_training import build_landmark_buffer, train_landmark_head
+from scene_reloc_training.landmarks import select_landmarks
+
+
+def memorize_landmarks(frames, images, feats, depths, extractor, cfg, out_path, resume, progress,
+                       t0):
+    """
+    Select landmarks, buffer frozen features, train the heatmap head.
+
+    :return: (tensors, head config, summary) for the map writer.
+    """
+    poses = [f.load_pose() for f in frames]
+    lms = select_landmarks(feats, poses, [f.K for f in frames], depths, cfg.landmarks)
+    if len(lms.xyz) < 8:
+        raise ValueError(f'only {len(lms.xyz)} landmarks could be selected: memorize more '
+                         'frames, or frames with more texture and valid depth')
+    head_cfg = LandmarkHeadConfig(in_dim=extractor.descriptor_dim, hidden=cfg.hidden // 4,
+                                  num_landmarks=len(lms.xyz),
+                                  landmarks_per_head=cfg.landmarks_per_head)
+    buffer = build_landmark_buffer(extractor, images, feats, lms, cfg.augmentations, cfg.seed,
+                                   progress)
+    t_buffer = time.perf_counter() - t0
+    model, stats = train_landmark_head(
+        buffer, head_cfg, cfg.landmark_iterations, cfg.landmark_batch, cfg.lr, cfg.weight_decay,
+        cfg.seed, extractor.device, checkpoint=out_path + '.ckpt', resume=resume,
+        progress=progress)
+    lo, med, hi = lms.coverage()
+    tensors = {f'head.{k}': v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    tensors['landmarks.xyz'] = lms.xyz
+    tensors['landmarks.saliency'] = lms.saliency.astype('float32')
+    tensors['landmarks.desc'] = np.clip(np.round(lms.desc * 127), -127, 127).astype(np.int8)
+    summary = {'train_seconds': round(time.perf_counter() - t0, 2),
+               'buffer_seconds': round(t_buffer, 2),
+               'buffer_images': int(buffer['grid'].shape[0]),
+               'landmarks': int(len(lms.xyz)),
+               'landmarks_visible_per_frame_min': lo,
+               'landmarks_visible_per_frame_median': med,
+               'landmarks_visible_per_frame_max': hi,
+               **{k: round(v, 4) for k, v in stats.items()}}
+    return tensors, head_cfg, summary
