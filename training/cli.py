@@ -67,7 +67,18 @@ def build_parser():
     p.add_argument('--out', required=True, metavar='MAP', help='scene map file to write')
     p.add_argument('--backbone', default='handcrafted', choices=sorted(BACKBONES),
                    help='; '.join(f'{k}: {v}' for k, v in sorted(BACKBONES.items())))
-    p.add_argument('--iterations', type=int, default=2000, help='head training iterations')
+    p.add_argument('--head', default='region_classifier',
+                   choices=['region_classifier', 'landmark_detector'],
+                   help='region_classifier: hierarchical partition + region classifier (SRC); '
+                        'landmark_detector: salient 3D landmarks + heatmap head (SLD)')
+    p.add_argument('--landmarks', type=int, default=300,
+                   help='landmark_detector: landmarks to select')
+    p.add_argument('--landmarks-per-head', type=int, default=150,
+                   help='landmark_detector: landmarks per head of the ensemble')
+    p.add_argument('--landmark-iterations', type=int, default=2000,
+                   help='landmark_detector: head training iterations')
+    p.add_argument('--iterations', type=int, default=2000,
+                   help='region_classifier: head training iterations')
     p.add_argument('--augmentations', type=int, default=8,
                    help='augmented views per frame in the feature buffer')
     p.add_argument('--k1', type=int, default=64, help='level-1 regions')
@@ -132,6 +143,18 @@ def build_parser():
     p.add_argument('--out-dir', help='folder to put the file in')
     p.add_argument('--url', help='download from here instead of the upstream location')
     p.add_argument('--sha256', help='expected SHA-256 (required with --url for unknown names)')
+    p = sub.add_parser('select-landmarks', help='select salient 3D landmarks and plot them',
+                       description='Select the landmarks a landmark_detector map would use '
+                       '(depth-lifted keypoints, occlusion-tested visibility, saliency, greedy '
+                       'coverage) and plot them over the scene with the memorized cameras. '
+                       'Prints a JSON summary with the coverage per frame.')
+    p.add_argument('--data', required=True, help='posed RGB-D folder (7-Scenes layout)')
+    p.add_argument('--frames', required=True, help=FRAMES_HELP)
+    p.add_argument('--out', required=True, metavar='PNG', help='plot to write')
+    p.add_argument('--backbone', default='handcrafted', choices=sorted(BACKBONES))
+    p.add_argument('--landmarks', type=int, default=300)
+    p.add_argument('--csv', help='also write the landmarks (x, y, z, saliency, views) here')
+    _add_common(p)
     cli_bags.add_parsers(sub, FRAMES_HELP)
     return parser
 
@@ -150,9 +173,12 @@ def cmd_memorize(a):
     cfg = MemorizeConfig(backbone=a.backbone, backbone_weights=a.backbone_weights,
                          device=a.device, k1=a.k1, k2=a.k2, iterations=a.iterations,
                          augmentations=a.augmentations, points_per_leaf=a.points_per_leaf,
-                         edge_margin=a.edge_margin, depth_offset_m=offset, seed=a.seed)
-    print(f'memorizing {len(frames)} frames from {a.data} with backbone {a.backbone}',
-          file=sys.stderr)
+                         edge_margin=a.edge_margin, depth_offset_m=offset, seed=a.seed,
+                         head=a.head, landmarks=a.landmarks,
+                         landmarks_per_head=a.landmarks_per_head,
+                         landmark_iterations=a.landmark_iterations)
+    print(f'memorizing {len(frames)} frames from {a.data} with backbone {a.backbone}, head '
+          f'{a.head}', file=sys.stderr)
     summary = memorize(frames, a.out, cfg, resume=a.resume, progress=not a.quiet,
                        frame_root=a.data)
     print(json.dumps({'map': a.out, **summary}, indent=2))
@@ -227,6 +253,28 @@ def cmd_make_synthetic(a):
                       'n_query': len(query)}, indent=2))
 
 
+def cmd_select_landmarks(a):
+    from scene_reloc.backbones import FeatureExtractor
+    from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder
+    from scene_reloc_training.landmarks import plot_landmarks, select_landmarks
+    from scene_reloc_training.memorize_scene import MemorizeConfig, read_frames
+    folder = PosedFrameFolder(a.data)
+    frames = folder.frames(parse_frame_list(a.frames, folder))
+    cfg = MemorizeConfig(backbone=a.backbone, backbone_weights=a.backbone_weights,
+                         device=a.device)
+    extractor = FeatureExtractor(cfg.backbone, cfg.backbone_weights, cfg.device)
+    _, _, feats, depths = read_frames(frames, extractor, cfg, progress=True)
+    poses = [f.load_pose() for f in frames]
+    lms = select_landmarks(feats, poses, [f.K for f in frames], depths, a.landmarks)
+    plot_landmarks(lms, poses, a.out, title=os.path.basename(os.path.normpath(a.data)))
+    if a.csv:
+        np.savetxt(a.csv, np.column_stack([lms.xyz, lms.saliency, lms.visible.sum(0)]),
+                   delimiter=',', header='x,y,z,saliency,views', comments='')
+    lo, med, hi = lms.coverage()
+    print(json.dumps({'landmarks': int(len(lms.xyz)), 'plot': a.out,
+                      'visible_per_frame': {'min': lo, 'median': med, 'max': hi}}, indent=2))
+
+
 def cmd_fetch_weights(a):
     from scene_reloc.weights import fetch_weights
     print(fetch_weights(a.name, a.out_dir, a.url, a.sha256))
@@ -236,6 +284,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     handlers = {'memorize': cmd_memorize, 'evaluate': cmd_evaluate, 'localize': cmd_localize,
                 'make-synthetic': cmd_make_synthetic, 'fetch-weights': cmd_fetch_weights,
+                'select-landmarks': cmd_select_landmarks,
                 **cli_bags.HANDLERS}
     try:
         handlers[args.command](args)

@@ -106,9 +106,13 @@ def candidates(frame_feats, voxel=0.02):
 
 
 def select_landmarks(frame_feats, poses, Ks, depths, num=300,
-                     radii=(0.4, 0.2, 0.1, 0.05), min_views=2):
+                     radii=(0.4, 0.2, 0.1, 0.05), min_views=2, min_per_frame=25,
+                     extra_budget=0.25):
     """
     Pick ``num`` salient, well-spread landmarks (see the module docstring).
+
+    After the greedy pass, frames that see fewer than ``min_per_frame`` landmarks get their own
+    most salient candidates (still ``radii[-1]`` apart), up to ``extra_budget * num`` more.
 
     :return: :class:`LandmarkSet` (possibly fewer landmarks when the scene has too few
         candidates).
@@ -141,6 +145,15 @@ def select_landmarks(frame_feats, poses, Ks, depths, num=300,
                 chosen.append(i)
         if len(chosen) >= num:
             break
+    # Coverage pass: every viewpoint should see several landmarks.
+    budget = num + int(extra_budget * num)
+    for f in np.argsort(vis[:, chosen].sum(1)):
+        for i in order[vis[f, order]]:
+            if vis[f, chosen].sum() >= min_per_frame or len(chosen) >= budget:
+                break
+            if i in chosen or np.min(np.linalg.norm(xyz[chosen] - xyz[i], axis=1)) < radii[-1]:
+                continue
+            chosen.append(i)
     chosen = np.array(chosen, dtype=np.int64)
     sel_vis, sel_xy = visibility(xyz[chosen], poses, Ks, depths)
     return LandmarkSet(xyz[chosen].astype(np.float32), saliency[chosen], sel_vis,

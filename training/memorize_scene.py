@@ -80,7 +80,7 @@ class MemorizeConfig:
     """landmark_detector: landmarks to select."""
     landmarks_per_head: int = 150
     """landmark_detector: landmarks per head of the ensemble."""
-    landmark_iterations: int = 1500
+    landmark_iterations: int = 2000
     """landmark_detector: head training iterations."""
     landmark_batch: int = 4
     """landmark_detector: grid crops per batch."""
@@ -189,6 +189,14 @@ def _memorize_regions(images, coords, feats, extractor, cfg, out_path, resume, p
     return tensors, head_cfg, summary
 
 
+def localizer_defaults(head):
+    """Query settings stored in a new map."""
+    if head == 'landmark_detector':
+        # A frame sees tens of landmarks, not thousands of keypoints: fewer inliers suffice.
+        return LocalizerConfig(min_inliers=12)
+    return LocalizerConfig()
+
+
 def _write_map(out_path, tensors, head_cfg, summary, extractor, cfg, frames, frame_root):
     cfg_dict = asdict(cfg)
     manifest = {
@@ -199,7 +207,7 @@ def _write_map(out_path, tensors, head_cfg, summary, extractor, cfg, frames, fra
                      'weights_path': extractor.weights_path,
                      'descriptor_dim': extractor.descriptor_dim},
         'head': {'config': head_cfg.to_dict()},
-        'localizer': LocalizerConfig().to_dict(),
+        'localizer': localizer_defaults(cfg.head).to_dict(),
         'training': cfg_dict,
         'frames': {'root': os.path.abspath(frame_root) if frame_root else '',
                    'stems': [f.stem for f in frames]},
