@@ -83,6 +83,16 @@ def run_ours(name, mem, queries, cfg, out_dir, plain_src=True):
     return rows
 
 
+def run_landmarks(name, mem, queries, cfg, out_dir):
+    """Memorize and evaluate the landmark detector (SLD) on the same frames."""
+    path = os.path.join(out_dir, f'{name.replace("/", "_")}-{cfg.backbone}-sld.map')
+    summary = memorize(mem, path, cfg, progress=False)
+    reloc = Relocalizer.from_file(path, device=cfg.device)
+    return [(f'{name} | SLD landmarks ({cfg.backbone})', compute_metrics(
+        evaluate(reloc.localize, queries), train_seconds=summary['train_seconds'],
+        map_megabytes=summary['map_megabytes']))]
+
+
 def run_peer(name, mem, queries):
     peer = SiftPeer()
     train = peer.memorize(mem)
@@ -112,6 +122,8 @@ def main():
     p.add_argument('--protocols', default='dev-20,dev-10,dev-100')
     p.add_argument('--synthetic-only', action='store_true', help='only the synthetic row')
     p.add_argument('--no-peer', action='store_true', help='skip the SIFT peer')
+    p.add_argument('--heads', default='region,landmark',
+                   help='scene models to run: region (SRC), landmark (SLD), or both')
     p.add_argument('--threads', type=int, default=2, help='CPU threads (torch and OpenCV)')
     p.add_argument('--out', default='out/bench')
     a = p.parse_args()
@@ -132,10 +144,20 @@ def main():
                                        query_lighting=True)
     folder = PosedFrameFolder(syn)
     mem, queries = folder.frames(mem_s), folder.frames(q_s)
-    emit(run_ours('synthetic-20/50', mem, queries, MemorizeConfig(device='cpu'), a.out))
-    if weights and os.path.exists(weights):
-        emit(run_ours('synthetic-20/50', mem, queries, MemorizeConfig(
-            backbone=a.backbone, backbone_weights=weights, device='cpu'), a.out, False))
+    heads = a.heads.split(',')
+    have_weights = bool(weights and os.path.exists(weights))
+    if 'region' in heads:
+        emit(run_ours('synthetic-20/50', mem, queries, MemorizeConfig(device='cpu'), a.out))
+        if have_weights:
+            emit(run_ours('synthetic-20/50', mem, queries, MemorizeConfig(
+                backbone=a.backbone, backbone_weights=weights, device='cpu'), a.out, False))
+    if 'landmark' in heads:
+        emit(run_landmarks('synthetic-20/50', mem, queries, MemorizeConfig(
+            device='cpu', head='landmark_detector'), a.out))
+        if have_weights:
+            emit(run_landmarks('synthetic-20/50', mem, queries, MemorizeConfig(
+                backbone=a.backbone, backbone_weights=weights, device='cpu',
+                head='landmark_detector'), a.out))
     if not a.no_peer:
         emit(run_peer('synthetic-20/50', mem, queries))
 
@@ -150,7 +172,11 @@ def main():
             queries = folder.frames(parse_frame_list(q_spec, folder))
             cfg = MemorizeConfig(backbone=a.backbone, backbone_weights=weights, device='cpu')
             t0 = time.time()
-            emit(run_ours(name, mem, queries, cfg, a.out))
+            if 'region' in heads:
+                emit(run_ours(name, mem, queries, cfg, a.out))
+            if 'landmark' in heads:
+                cfg.head = 'landmark_detector'
+                emit(run_landmarks(name, mem, queries, cfg, a.out))
             print(f'# {name}: ours done in {time.time() - t0:.0f} s', file=sys.stderr)
             if not a.no_peer:
                 emit(run_peer(name, mem, queries))

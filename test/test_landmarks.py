@@ -163,3 +163,48 @@ def test_select_landmarks_cli_writes_a_plot(small_scene, tmp_path):
     assert summary['landmarks'] >= 30 and os.path.getsize(out) > 10_000
     rows = np.loadtxt(tmp_path / 'lm.csv', delimiter=',', skiprows=1)
     assert rows.shape == (summary['landmarks'], 5)
+
+
+def test_triangulated_tracks_land_on_the_surface(small_scene):
+    """Without depth, pycolmap triangulates keypoint tracks from the known poses."""
+    from scene_reloc_training.triangulation import triangulated_candidates
+    root, mem, _ = small_scene
+    frames = PosedFrameFolder(root).frames(mem)
+    ex = FeatureExtractor('handcrafted', device='cpu')
+    nan = np.full((120, 160, 3), np.nan, np.float32)
+    feats = [extract_frame(ex, f.load_color(), nan, 1024) for f in frames]
+    poses = [f.load_pose() for f in frames]
+    xyz, obs, _, _, desc, tracks = triangulated_candidates(
+        feats, poses, [f.K for f in frames], [(160, 120)] * len(frames))
+    assert len(xyz) >= 50 and np.all(obs >= 3)
+    # Compare with the scene coordinates (from the depth we did not use) at the first view.
+    errs = []
+    for p, track in zip(xyz, tracks):
+        f, k = track[0]
+        sc = scene_coordinate_image(frames[f].load_depth(), frames[f].K, poses[f], 0)
+        u, v = np.round(feats[f].kp_xy[k]).astype(int)
+        if np.all(np.isfinite(sc[v, u])):
+            errs.append(np.linalg.norm(sc[v, u] - p))
+    assert np.median(errs) < 0.03, np.median(errs)
+
+
+def test_landmark_map_from_frames_without_depth(small_scene, tmp_path):
+    root, mem, query = small_scene
+    nodepth = tmp_path / 'nodepth'
+    nodepth.mkdir()
+    for name in os.listdir(root):
+        if not name.endswith('.depth.png'):
+            os.symlink(os.path.join(root, name), nodepth / name)
+    folder = PosedFrameFolder(str(nodepth))
+    with pytest.raises(ValueError, match='no depth'):
+        memorize(folder.frames(mem[:4]), str(tmp_path / 'r.map'),
+                 MemorizeConfig(backbone='handcrafted', device='cpu', k1=4, k2=4),
+                 progress=False)
+    path = str(tmp_path / 'sld.map')
+    summary = memorize(folder.frames(mem), path, MemorizeConfig(
+        backbone='handcrafted', device='cpu', head='landmark_detector', landmarks=80,
+        landmark_iterations=150, augmentations=1, max_keypoints=1024), progress=False)
+    assert summary['landmarks'] >= 30
+    reloc = Relocalizer.from_file(path, device='cpu')
+    res = [reloc.localize(f.load_color(), f.K) for f in PosedFrameFolder(root).frames(query)]
+    assert sum(r.success for r in res) >= 1  # tiny images, short training: it runs end to end

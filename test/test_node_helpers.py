@@ -65,6 +65,7 @@ def test_invalid_parameter_values_are_rejected_with_a_reason():
     assert validate('publish_mode', 'map_to_odom') == ''
     assert 'one of' in validate('publish_mode', 'map_to_base')
     assert 'at least 4' in validate('min_inliers', 2)
+    assert validate('min_inliers', 0) == ''        # the map's own setting
     assert 'whole number' in validate('min_inliers', 30.5)
     assert 'number' in validate('transform_tolerance', 'soon')
     assert 'not negative' in validate('transform_tolerance', -0.1)

@@ -26,7 +26,7 @@ import sys
 
 import numpy as np
 
-from scene_reloc_training import cli_bags
+from scene_reloc_training import cli_bags, cli_finetune
 
 EPILOG = """examples:
   scene-reloc make-synthetic --out /tmp/scene --seed 0
@@ -155,6 +155,7 @@ def build_parser():
     p.add_argument('--landmarks', type=int, default=300)
     p.add_argument('--csv', help='also write the landmarks (x, y, z, saliency, views) here')
     _add_common(p)
+    cli_finetune.add_parser(sub, FRAMES_HELP)
     cli_bags.add_parsers(sub, FRAMES_HELP)
     return parser
 
@@ -285,6 +286,7 @@ def main(argv=None):
     handlers = {'memorize': cmd_memorize, 'evaluate': cmd_evaluate, 'localize': cmd_localize,
                 'make-synthetic': cmd_make_synthetic, 'fetch-weights': cmd_fetch_weights,
                 'select-landmarks': cmd_select_landmarks,
+                'finetune-backbone': cli_finetune.cmd_finetune_backbone,
                 **cli_bags.HANDLERS}
     try:
         handlers[args.command](args)

@@ -22,7 +22,6 @@ convolutional, so crops are as good as whole images and several times cheaper).
 """
 
 import math
-import os
 
 import cv2
 import numpy as np
@@ -37,6 +36,7 @@ from scene_reloc.landmark_head import (
     LandmarkDetector,
 )
 from scene_reloc_training.augment import photometric, random_similarity
+from scene_reloc_training.resumable import ResumableRun
 
 
 def build_landmark_buffer(extractor, images, frame_feats, landmarks, augmentations, seed,
@@ -84,26 +84,18 @@ def _crop(buffer, idx, crop_hw, gen):
 
 def train_landmark_head(buffer, cfg, iterations, batch_size, lr, weight_decay, seed, device,
                         crop_hw=(32, 40), checkpoint=None, resume=False, progress=True,
-                        log_every=50):
+                        log_every=50, callback=None):
     """
     Fit a :class:`LandmarkDetector` with the focal heatmap loss; seeded, resumable.
+
+    ``callback(it, model)`` runs every ``log_every`` iterations (the model in eval mode).
 
     :return: (model in eval mode, stats dict).
     """
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
     model = LandmarkDetector(cfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=iterations,
-                                                pct_start=0.1)
-    start = 0
-    if resume and checkpoint and os.path.exists(checkpoint):
-        state = torch.load(checkpoint, map_location='cpu', weights_only=True)
-        model.load_state_dict(state['model'])
-        opt.load_state_dict(state['optimizer'])
-        sched.load_state_dict(state['scheduler'])
-        gen.set_state(state['generator'])
-        start = int(state['iteration'])
+    run = ResumableRun(model, iterations, lr, weight_decay, seed, checkpoint, resume)
+    gen, start = run.gen, run.start
     n = buffer['grid'].shape[0]
     model.train()
     loss_avg = math.nan
@@ -114,18 +106,17 @@ def train_landmark_head(buffer, cfg, iterations, batch_size, lr, weight_decay, s
         g, xy, vis = _crop(buffer, idx, crop_hw, gen)
         target = heatmap_targets(xy, vis, g.shape[2], g.shape[3])
         loss = focal_heatmap_loss(model(g.to(device)), target.to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        run.step(loss)
         v = float(loss.detach())
         loss_avg = v if math.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * v
         if (it + 1) % log_every == 0 or it + 1 == iterations:
             bar.set_postfix(loss=f'{loss_avg:.3f}')
-            if checkpoint:
-                torch.save({'model': model.state_dict(), 'optimizer': opt.state_dict(),
-                            'scheduler': sched.state_dict(), 'generator': gen.get_state(),
-                            'iteration': it + 1}, checkpoint)
+            if callback is not None:
+                model.eval()
+                with torch.no_grad():
+                    callback(it + 1, model)
+                model.train()
+            run.save(it + 1)
     model.eval()
     return model, {'final_loss': loss_avg, **buffer_detection(model, buffer, device)}
 

@@ -29,6 +29,7 @@ Selecting salient 3D scene landmarks from the memorized frames (the SLD recipe).
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from scene_reloc.geometry import invert_pose, project, transform_points
 
@@ -73,6 +74,35 @@ def visibility(xyz, poses, Ks, depths, margin=8, rel_tol=0.05, abs_tol=0.05):
     return vis, xy
 
 
+def visibility_by_appearance(xyz, desc, poses, Ks, frame_feats, sizes_wh, radius_px=3.0,
+                             min_similarity=0.7, margin=8):
+    """
+    Test visibility where there is no depth, by appearance.
+
+    A point is visible when it projects inside the frame and a keypoint within ``radius_px``
+    of the projection matches its descriptor (an occluded point shows another surface there).
+
+    :return: (visible (F, N) bool, xy (F, N, 2) float32).
+    """
+    F, N = len(poses), len(xyz)
+    vis = np.zeros((F, N), bool)
+    xy = np.full((F, N, 2), np.nan, np.float32)
+    d = torch.from_numpy(np.asarray(desc, np.float32))
+    for f, (pose, K, ff, (W, H)) in enumerate(zip(poses, Ks, frame_feats, sizes_wh)):
+        uv, z = project(transform_points(invert_pose(pose), xyz.astype(np.float64)), K)
+        xy[f] = uv
+        ok = (z > 0.05) & np.all(np.isfinite(uv), 1) & (uv[:, 0] >= margin) & \
+            (uv[:, 0] < W - margin) & (uv[:, 1] >= margin) & (uv[:, 1] < H - margin)
+        if not ok.any() or len(ff.kp_xy) == 0:
+            continue
+        dist = torch.cdist(torch.from_numpy(np.nan_to_num(uv)).float(),
+                           torch.from_numpy(ff.kp_xy).float())
+        sim = d @ ff.kp_desc.float().T
+        sim = torch.where(dist <= radius_px, sim, torch.full_like(sim, -2.0))
+        vis[f] = ok & (sim.max(1).values.numpy() >= min_similarity)
+    return vis, xy
+
+
 def candidates(frame_feats, voxel=0.02):
     """
     Merge depth-lifted keypoints of all frames on a voxel grid.
@@ -107,18 +137,37 @@ def candidates(frame_feats, voxel=0.02):
 
 def select_landmarks(frame_feats, poses, Ks, depths, num=300,
                      radii=(0.4, 0.2, 0.1, 0.05), min_views=2, min_per_frame=25,
-                     extra_budget=0.25):
+                     extra_budget=0.25, sizes_wh=None):
     """
     Pick ``num`` salient, well-spread landmarks (see the module docstring).
 
     After the greedy pass, frames that see fewer than ``min_per_frame`` landmarks get their own
     most salient candidates (still ``radii[-1]`` apart), up to ``extra_budget * num`` more.
 
+    Without depth (any entry of ``depths`` is None), candidates are keypoint tracks
+    triangulated with the known poses (pycolmap) and visibility is tested by appearance;
+    ``sizes_wh`` then gives the image sizes.
+
     :return: :class:`LandmarkSet` (possibly fewer landmarks when the scene has too few
         candidates).
     """
-    xyz, det, score, spread, desc = candidates(frame_feats)
-    vis, _ = visibility(xyz, poses, Ks, depths)
+    if any(d is None for d in depths):
+        from scene_reloc_training.triangulation import triangulated_candidates
+        if sizes_wh is None:
+            raise ValueError('frames without depth need sizes_wh (image sizes)')
+        xyz, det, score, spread, desc, _ = triangulated_candidates(frame_feats, poses, Ks,
+                                                                   sizes_wh)
+
+        def visible_in(pts, d):
+            return visibility_by_appearance(pts, d, poses, Ks, frame_feats, sizes_wh)
+    else:
+        xyz, det, score, spread, desc = candidates(frame_feats)
+
+        def visible_in(pts, d):
+            return visibility(pts, poses, Ks, depths)
+    if len(xyz) == 0:
+        raise ValueError('no landmark candidates: the frames share too few keypoints')
+    vis, _ = visible_in(xyz, desc)
     n_views = vis.sum(0)
     centres = np.array([p[:3, 3] for p in poses])
     angle = np.zeros(len(xyz))
@@ -155,7 +204,7 @@ def select_landmarks(frame_feats, poses, Ks, depths, num=300,
                 continue
             chosen.append(i)
     chosen = np.array(chosen, dtype=np.int64)
-    sel_vis, sel_xy = visibility(xyz[chosen], poses, Ks, depths)
+    sel_vis, sel_xy = visible_in(xyz[chosen], desc[chosen])
     return LandmarkSet(xyz[chosen].astype(np.float32), saliency[chosen], sel_vis,
                        sel_xy.astype(np.float32), desc[chosen])
 

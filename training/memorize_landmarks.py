@@ -31,7 +31,8 @@ def memorize_landmarks(frames, images, feats, depths, extractor, cfg, out_path, 
     :return: (tensors, head config, summary) for the map writer.
     """
     poses = [f.load_pose() for f in frames]
-    lms = select_landmarks(feats, poses, [f.K for f in frames], depths, cfg.landmarks)
+    lms = select_landmarks(feats, poses, [f.K for f in frames], depths, cfg.landmarks,
+                           sizes_wh=[(im.shape[1], im.shape[0]) for im in images])
     if len(lms.xyz) < 8:
         raise ValueError(f'only {len(lms.xyz)} landmarks could be selected: memorize more '
                          'frames, or frames with more texture and valid depth')

@@ -147,14 +147,17 @@ def read_frames(frames, extractor, cfg, progress):
     for fr in tqdm(frames, desc='reading frames', disable=not progress, unit='frame'):
         rgb = fr.load_color()
         depth = fr.load_depth()
-        if depth is None:
-            raise ValueError(f'frame {fr.stem} has no depth image: memorizing needs depth '
-                             '(scene coordinates and landmarks come from it)')
-        if depth.shape != rgb.shape[:2]:
+        if depth is None and cfg.head != 'landmark_detector':
+            raise ValueError(f'frame {fr.stem} has no depth image: the region classifier '
+                             'needs depth (a landmark_detector map can triangulate instead)')
+        if depth is not None and depth.shape != rgb.shape[:2]:
             raise ValueError(f'frame {fr.stem}: depth {depth.shape} and colour '
                              f'{rgb.shape[:2]} sizes differ')
-        xyz = scene_coordinate_image(depth, fr.K, fr.load_pose(), cfg.edge_margin,
-                                     cfg.depth_offset_m)
+        if depth is None:
+            xyz = np.full(rgb.shape[:2] + (3,), np.nan, np.float32)
+        else:
+            xyz = scene_coordinate_image(depth, fr.K, fr.load_pose(), cfg.edge_margin,
+                                         cfg.depth_offset_m)
         images.append(rgb)
         coords.append(xyz)
         depths.append(depth)

@@ -15,13 +15,13 @@
 """Train the region classifier on the feature buffer: seeded, with a progress bar, resumable."""
 
 import math
-import os
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from scene_reloc.region_head import RegionClassifier
+from scene_reloc_training.resumable import ResumableRun
 
 
 def train_region_head(buffer, head_cfg, iterations, batch_size, lr, weight_decay, seed,
@@ -36,19 +36,9 @@ def train_region_head(buffer, head_cfg, iterations, batch_size, lr, weight_decay
     :return: (model in eval mode, stats dict with final losses and buffer accuracies).
     """
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
     model = RegionClassifier(head_cfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=iterations,
-                                                pct_start=0.1)
-    start = 0
-    if resume and checkpoint and os.path.exists(checkpoint):
-        state = torch.load(checkpoint, map_location='cpu', weights_only=True)
-        model.load_state_dict(state['model'])
-        opt.load_state_dict(state['optimizer'])
-        sched.load_state_dict(state['scheduler'])
-        gen.set_state(state['generator'])
-        start = int(state['iteration'])
+    run = ResumableRun(model, iterations, lr, weight_decay, seed, checkpoint, resume)
+    gen, start = run.gen, run.start
     desc, leaf, l1 = buffer['desc'], buffer['leaf'], buffer['l1']
     k2 = head_cfg.k2
     n = desc.shape[0]
@@ -63,18 +53,12 @@ def train_region_head(buffer, head_cfg, iterations, batch_size, lr, weight_decay
         y2 = (leaf[idx] % k2).to(device)
         logit1, logit2 = model(x, y1)
         loss = F.cross_entropy(logit1, y1) + F.cross_entropy(logit2, y2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        run.step(loss)
         loss_val = float(loss.detach())
         loss_avg = loss_val if math.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * loss_val
         if (it + 1) % log_every == 0 or it + 1 == iterations:
             bar.set_postfix(loss=f'{loss_avg:.3f}')
-            if checkpoint:
-                torch.save({'model': model.state_dict(), 'optimizer': opt.state_dict(),
-                            'scheduler': sched.state_dict(), 'generator': gen.get_state(),
-                            'iteration': it + 1}, checkpoint)
+            run.save(it + 1)
     model.eval()
     return model, {'final_loss': loss_avg, **buffer_accuracy(model, buffer, device)}
 

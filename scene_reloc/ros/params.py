@@ -40,9 +40,10 @@ PARAMETERS = {
     'transform_tolerance': (0.1, 'seconds the published TF is post-dated by, as AMCL'),
     'transform_timeout': (0.5, 'seconds to wait for odom->camera at the image stamp to arrive '
                                'on /tf before giving the frame up'),
-    'min_inliers': (30, 'a pose needs at least this many PnP inliers'),
-    'max_reprojection_error': (3.0, 'a pose needs a median inlier reprojection error below this '
-                                    '(pixels)'),
+    'min_inliers': (0, "a pose needs at least this many PnP inliers (0: the map's own setting, "
+                       '20 for region maps, 12 for landmark maps)'),
+    'max_reprojection_error': (0.0, 'a pose needs a median inlier reprojection error below this '
+                                    "(pixels; 0: the map's own setting)"),
     'max_rate': (0.0, 'process at most this many frames per second (0: as fast as possible)'),
     'consistency_check': (False, 'reject a map->odom jump that odometry says did not happen'),
     'max_jump_translation': (0.5, 'consistency check: largest accepted map->odom change (m)'),
@@ -65,8 +66,8 @@ _MINIMA = {
     'qos_depth': (1, 'at least 1'),
     'transform_tolerance': (0.0, 'not negative'),
     'transform_timeout': (0.0, 'not negative'),
-    'min_inliers': (4, 'at least 4 (PnP needs 4 points)'),
-    'max_reprojection_error': (1e-9, 'positive'),
+    'min_inliers': (0, "0 (the map's setting) or at least 4 (PnP needs 4 points)"),
+    'max_reprojection_error': (0.0, 'not negative'),
     'max_rate': (0.0, 'not negative'),
     'max_jump_translation': (0.0, 'not negative'),
     'max_jump_rotation': (0.0, 'not negative'),
@@ -95,6 +96,8 @@ def validate(name, value):
     if name in _CHOICES and value not in _CHOICES[name]:
         return f'{name} must be one of {", ".join(_CHOICES[name])}, got {value!r}'
     if name in _MINIMA and value < _MINIMA[name][0]:
+        return f'{name} must be {_MINIMA[name][1]}, got {value!r}'
+    if name == 'min_inliers' and 0 < value < 4:
         return f'{name} must be {_MINIMA[name][1]}, got {value!r}'
     if name in ('global_frame_id', 'odom_frame_id') and not value:
         return f'{name} must not be empty'

@@ -164,8 +164,10 @@ class RelocNode(LifecycleNode):
             raise ValueError('parameter scene_map is empty: set it to a map file from '
                              'scene-reloc memorize')
         reloc = Relocalizer.from_file(path, self.p('backbone_weights') or None, self.p('device'))
-        reloc.config.min_inliers = int(self.p('min_inliers'))
-        reloc.config.max_reprojection_error = float(self.p('max_reprojection_error'))
+        if self.p('min_inliers') > 0:
+            reloc.config.min_inliers = int(self.p('min_inliers'))
+        if self.p('max_reprojection_error') > 0:
+            reloc.config.max_reprojection_error = float(self.p('max_reprojection_error'))
         h, w = 480, 640
         reloc.localize(np.zeros((h, w, 3), np.uint8), np.array(
             [[500.0, 0, w / 2], [0, 500.0, h / 2], [0, 0, 1]]))  # warm-up
@@ -188,7 +190,8 @@ class RelocNode(LifecycleNode):
                 self.get_logger().info(f'switched to scene map {prm.value}')
                 if self.gate is not None:
                     self.gate.reset()
-            elif prm.name in ('min_inliers', 'max_reprojection_error') and self.reloc:
+            elif prm.name in ('min_inliers', 'max_reprojection_error') and self.reloc and \
+                    prm.value > 0:
                 setattr(self.reloc.config, prm.name, prm.value)
         return SetParametersResult(successful=True)
 

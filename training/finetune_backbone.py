@@ -1,0 +1,128 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Whole-network training of the landmark detector, over one scene or many.
+
+The faster-training recipe of SLD: fine-tune one backbone shared by all scenes, with one
+landmark head per scene, on scene-homogeneous batches whose scene order is shuffled; afterwards a
+new scene trains only its head on a buffer of frozen features (``memorize --head
+landmark_detector --backbone-weights finetuned.pth``). With one scene this is plain end-to-end
+training, the baseline that head-only training is measured against.
+
+BatchNorm statistics stay frozen (batches of a few images would ruin them); every weight trains.
+"""
+
+from dataclasses import dataclass
+import time
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from scene_reloc.backbones import grid_centres
+from scene_reloc.landmark_head import focal_heatmap_loss, heatmap_targets, LandmarkDetector
+from scene_reloc_training.augment import photometric, random_similarity
+
+
+@dataclass
+class SceneData:
+    """One scene's training material: images and where its landmarks are in them."""
+
+    images: list            # (H, W, 3) uint8
+    xy: np.ndarray          # (F, L, 2) landmark pixels
+    visible: np.ndarray     # (F, L) bool
+    head_cfg: object        # LandmarkHeadConfig
+
+
+def grid_features(net, x_B3HW):
+    """Backbone descriptors at the 1/8 grid, with gradients: (B, D, Hc, Wc)."""
+    levels, (H, W), padded = net(x_B3HW)
+    g = grid_centres(H, W).to(x_B3HW.device)
+    hc, wc = g.shape[:2]
+    pts = g.reshape(1, -1, 2).expand(x_B3HW.shape[0], -1, -1)
+    d = net.sample(levels, padded, pts)
+    return d.reshape(-1, hc, wc, d.shape[-1]).permute(0, 3, 1, 2)
+
+
+def augmented_batch(scene, idx, rng, device, margin=4):
+    """Images of ``idx`` warped and re-lit, with their landmark positions moved alike."""
+    imgs, xys, vis = [], [], []
+    for i in idx:
+        img = scene.images[i]
+        h, w = img.shape[:2]
+        M = random_similarity(rng, (w, h))
+        imgs.append(photometric(rng, cv2.warpAffine(img, M, (w, h), flags=cv2.INTER_LINEAR,
+                                                    borderMode=cv2.BORDER_REFLECT)))
+        xy = np.nan_to_num(scene.xy[i]) @ M[:, :2].T + M[:, 2]
+        inside = (xy[:, 0] >= margin) & (xy[:, 0] < w - margin) & (xy[:, 1] >= margin) & \
+            (xy[:, 1] < h - margin)
+        xys.append(xy)
+        vis.append(scene.visible[i] & inside)
+    x = torch.from_numpy(np.stack(imgs)).to(device).permute(0, 3, 1, 2).float() / 255.0
+    return x, torch.from_numpy(np.stack(xys)).float(), torch.from_numpy(np.stack(vis))
+
+
+def train_whole_network(net, scenes, iterations, batch_size=2, lr_backbone=1e-4, lr_head=2e-3,
+                        seed=0, device='cpu', progress=True, callback=None, every=100):
+    """
+    Train ``net`` (a backbone module) and one :class:`LandmarkDetector` per scene.
+
+    Each batch holds images of one scene (its head sees only its own landmarks); the scene of
+    each batch is drawn at random, so scenes are shuffled across the run.
+
+    :param callback: called as ``callback(it, seconds_of_training, net, heads)`` every
+        ``every`` iterations (evaluation time is not counted in the seconds).
+    :return: (net, heads, history list of (iteration, seconds, loss)).
+    """
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    heads = nn.ModuleList(LandmarkDetector(s.head_cfg) for s in scenes).to(device)
+    net.to(device).eval()   # frozen BatchNorm statistics
+    for p in net.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW([{'params': net.parameters(), 'lr': lr_backbone},
+                             {'params': heads.parameters(), 'lr': lr_head}], weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr_backbone, lr_head],
+                                                total_steps=iterations, pct_start=0.1)
+    history, seconds, loss_avg = [], 0.0, float('nan')
+    for it in tqdm(range(iterations), desc='training backbone + heads', unit='it',
+                   disable=not progress):
+        t0 = time.perf_counter()
+        s = int(rng.integers(len(scenes)))
+        idx = rng.integers(len(scenes[s].images), size=batch_size)
+        x, xy, vis = augmented_batch(scenes[s], idx, rng, device)
+        grid = grid_features(net, x)
+        target = heatmap_targets(xy, vis, grid.shape[2], grid.shape[3]).to(device)
+        loss = focal_heatmap_loss(heads[s](grid), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        seconds += time.perf_counter() - t0
+        v = float(loss.detach())
+        loss_avg = v if np.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * v
+        if (it + 1) % every == 0 or it + 1 == iterations:
+            history.append((it + 1, round(seconds, 2), round(loss_avg, 4)))
+            if callback is not None:
+                heads.eval()
+                with torch.no_grad():
+                    callback(it + 1, seconds, net, heads)
+                heads.train()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    heads.eval()
+    return net, heads, history
