@@ -40,18 +40,27 @@ class QueryRecord:
     num_inliers: int
     position_est: tuple | None
     position_true: tuple
+    nees_translation: float = math.nan
+    """Position error squared in the metric of the estimated covariance (e^T C^-1 e)."""
 
 
 def record_query(stem, result, world_from_cam_true):
     """Compare a :class:`RelocResult` with the true pose."""
+    nees = math.nan
     if result.success:
         t, r = pose_error(result.world_from_cam, world_from_cam_true)
         est = tuple(float(v) for v in result.world_from_cam[:3, 3])
+        if result.covariance is not None:
+            e = result.world_from_cam[:3, 3] - world_from_cam_true[:3, 3]
+            try:
+                nees = float(e @ np.linalg.solve(result.covariance[:3, :3], e))
+            except np.linalg.LinAlgError:
+                pass
     else:
         t, r, est = math.inf, math.inf, None
     return QueryRecord(stem, bool(result.success), result.reason, t, r, float(result.seconds),
                        int(result.num_inliers), est,
-                       tuple(float(v) for v in world_from_cam_true[:3, 3]))
+                       tuple(float(v) for v in world_from_cam_true[:3, 3]), nees)
 
 
 def _finite(x):
@@ -83,5 +92,11 @@ def compute_metrics(records, **extra):
         'seconds_per_query_p50': _finite(np.percentile(s, 50)) if n else None,
         'seconds_per_query_p95': _finite(np.percentile(s, 95)) if n else None,
     }
+    nees = np.array([rec.nees_translation for rec in records], dtype=np.float64)
+    nees = nees[np.isfinite(nees)]
+    if len(nees):
+        # A consistent covariance gives a chi-square(3) NEES: mean 3, 95 % under 7.81.
+        out['covariance_nees_mean'] = _finite(np.mean(nees))
+        out['covariance_nees_within_95'] = round(float(np.mean(nees <= 7.815)), 4)
     out.update(extra)
     return out

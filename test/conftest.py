@@ -46,3 +46,18 @@ def small_map(small_scene, tmp_path_factory):
     summary = memorize(folder.frames(mem), out, MemorizeConfig(**SMALL_CFG), progress=False,
                        frame_root=root)
     return out, summary
+
+
+@pytest.fixture(scope='session')
+def sld_scene(tmp_path_factory):
+    """Build a 320x240 scene and its landmark-detector map (160x120 is too small for SLD)."""
+    root = str(tmp_path_factory.mktemp('sld_scene'))
+    mem, query = write_synthetic_scene(root, seed=3, num_memorize=16, num_query=20,
+                                       trajectory_frames=200, width=320, height=240,
+                                       query_lighting=True)
+    path = str(tmp_path_factory.mktemp('sld_map') / 'sld.map')
+    cfg = MemorizeConfig(backbone='handcrafted', device='cpu', head='landmark_detector',
+                         landmarks=150, landmark_iterations=500, augmentations=2,
+                         max_keypoints=1024, seed=0)
+    summary = memorize(PosedFrameFolder(root).frames(mem), path, cfg, progress=False)
+    return root, query, path, summary

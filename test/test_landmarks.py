@@ -34,7 +34,6 @@ from scene_reloc_training.feature_buffer import extract_frame
 from scene_reloc_training.landmarks import select_landmarks, visibility
 from scene_reloc_training.memorize_scene import memorize, MemorizeConfig
 from scene_reloc_training.scene_coordinates import scene_coordinate_image
-from scene_reloc_training.synthetic_scene import write_synthetic_scene
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), 'scene-reloc')
 K = np.array([[200.0, 0, 159.5], [0, 200.0, 119.5], [0, 0, 1]])
@@ -101,20 +100,6 @@ def test_selection_spreads_landmarks_and_covers_every_frame(small_scene):
     assert lms.coverage()[0] >= 10
     assert np.all(lms.visible.sum(0) >= 1)
     np.testing.assert_allclose(np.linalg.norm(lms.desc, axis=1), 1.0, atol=1e-5)
-
-
-@pytest.fixture(scope='module')
-def sld_scene(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp('sld_scene'))
-    mem, query = write_synthetic_scene(root, seed=3, num_memorize=16, num_query=20,
-                                       trajectory_frames=200, width=320, height=240,
-                                       query_lighting=True)
-    path = str(tmp_path_factory.mktemp('sld_map') / 'sld.map')
-    cfg = MemorizeConfig(backbone='handcrafted', device='cpu', head='landmark_detector',
-                         landmarks=150, landmark_iterations=500, augmentations=2,
-                         max_keypoints=1024, seed=0)
-    summary = memorize(PosedFrameFolder(root).frames(mem), path, cfg, progress=False)
-    return root, query, path, summary
 
 
 def _evaluate(reloc, root, query):

@@ -233,3 +233,31 @@ def test_relocalize_service_forces_a_frame_through_the_rate_limit(small_map, sma
         assert [p.header.stamp.sec for p in listener.poses] == [1, 4]
     finally:
         stop(node)
+
+
+def test_the_node_runs_a_landmark_map_too(sld_scene, listener, tmp_path):
+    root, query, path, _ = sld_scene
+    frames = PosedFrameFolder(root).frames(query)
+    bag = str(tmp_path / 'sld_bag')
+    stamps = dataset_to_bag(frames, bag, rate=10.0, compressed=False, progress=False)
+    gt = {ns: fr.load_pose() for (ns, _), fr in zip(stamps, frames)}
+    env = ros_env(DOMAIN)
+    node = start_node(env, {'scene_map': path, 'device': 'cpu', 'publish_mode': 'map_to_camera'},
+                      tmp_path / 'node.log', remaps=[('image', '/camera/image'),
+                                                     ('camera_info', '/camera/camera_info')])
+    try:
+        assert listener.wait_for(lambda: any('waiting for images' in m for m in
+                                             listener.diag_messages()), 60)
+        play = subprocess.run([SCRIPT, 'play', '--bag', bag, '--wait', '10'], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert play.returncode == 0, play.stderr
+        listener.wait_for(lambda: len(listener.poses) >= len(gt) * 0.8, 20)
+    finally:
+        stop(node)
+    assert len(listener.poses) >= len(gt) // 2, open(tmp_path / 'node.log').read()
+    e = [pose_error(transform_to_matrix(p.pose.pose), gt[stamp_to_ns(p.header.stamp)])[0]
+         for p in listener.poses]
+    assert np.median(e) < 0.04
+    # map_to_camera mode: the TF is map -> the image frame.
+    assert any(t.child_frame_id == 'camera' for m in listener.tfs for t in m.transforms
+               if t.header.frame_id == 'map')
