@@ -72,7 +72,10 @@ def _residuals_and_jacobian(world_from_cam, points2d, points3d, K):
     # dXc/dt = -R^T ; dXc/dtheta = R^T [X - t]_x
     dXc = np.zeros((n, 3, 6))
     dXc[:, :, :3] = -R.T
-    dXc[:, :, 3:] = np.einsum('ij,njk->nik', R.T, np.stack([_skew(v) for v in d]))
+    skew = np.zeros((n, 3, 3))
+    skew[:, 0, 1], skew[:, 0, 2], skew[:, 1, 2] = -d[:, 2], d[:, 1], -d[:, 0]
+    skew[:, 1, 0], skew[:, 2, 0], skew[:, 2, 1] = d[:, 2], -d[:, 1], d[:, 0]
+    dXc[:, :, 3:] = np.einsum('ij,njk->nik', R.T, skew)
     return res, np.einsum('nij,njk->nik', dproj, dXc).reshape(2 * n, 6)
 
 
