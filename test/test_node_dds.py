@@ -30,7 +30,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from scene_reloc.geometry import pose_error
 from scene_reloc.posed_frames import PosedFrameFolder
 from scene_reloc.ros.conversions import stamp_to_ns, transform_to_matrix
-from scene_reloc_training.bags import dataset_to_bag
+from scene_reloc_training.bags import bag_topics, dataset_to_bag, read_messages
 
 DOMAIN = 40 + os.getpid() % 50
 SCRIPT = os.path.join(os.path.dirname(sys.executable), 'scene-reloc')
@@ -261,3 +261,24 @@ def test_the_node_runs_a_landmark_map_too(sld_scene, listener, tmp_path):
     # map_to_camera mode: the TF is map -> the image frame.
     assert any(t.child_frame_id == 'camera' for m in listener.tfs for t in m.transforms
                if t.header.frame_id == 'map')
+
+
+def test_play_publishes_the_bag_clock(bag, listener):
+    from rosgraph_msgs.msg import Clock
+    path, gt = bag
+    clocks = []
+    listener.node.create_subscription(Clock, '/clock', lambda m: listener._add(clocks, m), 100)
+    r = subprocess.run([SCRIPT, 'play', '--bag', path, '--clock', '--rate', '2', '--wait', '5'],
+                       env=ros_env(DOMAIN), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert listener.wait_for(lambda: len(clocks) > 10, 5)
+    t = np.array([stamp_to_ns(c.clock) for c in clocks])
+    assert np.all(np.diff(t) >= 0), 'sim time must not go backwards'
+    assert min(gt) <= t[0] and t[-1] <= max(gt)   # bag time, not wall time
+    assert json_published(r.stdout) == sum(1 for _ in read_messages(path, list(
+        bag_topics(path))))
+
+
+def json_published(stdout):
+    import json
+    return json.loads(stdout)['published']
