@@ -26,7 +26,10 @@ def add_parser(sub, frames_help):
         'heatmap head per scene, on scene-homogeneous batches shuffled across scenes. New '
         'scenes then train only a head on its frozen features: scene-reloc memorize --head '
         'landmark_detector --backbone NAME --backbone-weights OUT. Writes a plain state dict '
-        '(loads with weights_only=True) and OUT.json with the loss history.')
+        '(loads with weights_only=True) and OUT.json with the loss history. Scales out with '
+        'torchrun (DistributedDataParallel, gloo on CPU, NCCL on GPU): torchrun '
+        '--nproc_per_node N $(which scene-reloc) finetune-backbone ...; --batch-size is the '
+        'global batch.')
     p.add_argument('--data', required=True, nargs='+', help='posed RGB-D folders, one a scene')
     p.add_argument('--frames', default='memorize.txt',
                    help=frames_help + '; a file name is looked up in each scene folder')
@@ -36,7 +39,8 @@ def add_parser(sub, frames_help):
                    help='start from these weights (default: random initialisation)')
     p.add_argument('--landmarks', type=int, default=300, help='landmarks per scene')
     p.add_argument('--iterations', type=int, default=2000)
-    p.add_argument('--batch-size', type=int, default=2, help='images per batch (one scene)')
+    p.add_argument('--batch-size', type=int, default=2,
+                   help='images per global batch (one scene), split over torchrun processes')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
 
@@ -50,6 +54,14 @@ def cmd_finetune_backbone(a):
     from scene_reloc_training.finetune_backbone import SceneData, train_whole_network
     from scene_reloc_training.landmarks import select_landmarks
     from scene_reloc_training.memorize_scene import MemorizeConfig, read_frames
+    rank = 0
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1:   # started by torchrun
+        backend = 'nccl' if a.device == 'cuda' or (a.device == 'auto' and
+                                                   torch.cuda.is_available()) else 'gloo'
+        torch.distributed.init_process_group(backend)
+        rank = torch.distributed.get_rank()
+        if backend == 'nccl':
+            torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
     if a.backbone_weights is None:
         from scene_reloc.backbones.alike import ALIKE_CONFIGS, AlikeNet
         ex = FeatureExtractor('handcrafted', device=a.device)  # for landmark selection only
@@ -74,6 +86,10 @@ def cmd_finetune_backbone(a):
         print(f'{root}: {len(frames)} frames, {len(lms.xyz)} landmarks', file=sys.stderr)
     net, _, history = train_whole_network(net, scenes, a.iterations, a.batch_size, seed=a.seed,
                                           device=ex.device)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    if rank != 0:
+        return
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, a.out)
     summary = {'weights': a.out, 'backbone': a.backbone, 'scenes': a.data,

@@ -60,8 +60,13 @@ def grid_features(net, x_B3HW):
 
 def augmented_batch(scene, idx, rng, device, margin=4):
     """Images of ``idx`` warped and re-lit, with their landmark positions moved alike."""
+    return augmented_samples(scene, idx, [rng] * len(idx), device, margin)
+
+
+def augmented_samples(scene, idx, rngs, device, margin=4):
+    """Like :func:`augmented_batch`, each sample drawn with its own generator."""
     imgs, xys, vis = [], [], []
-    for i in idx:
+    for i, rng in zip(idx, rngs):
         img = scene.images[i]
         h, w = img.shape[:2]
         M = random_similarity(rng, (w, h))
@@ -76,6 +81,31 @@ def augmented_batch(scene, idx, rng, device, margin=4):
     return x, torch.from_numpy(np.stack(xys)).float(), torch.from_numpy(np.stack(vis))
 
 
+class _Network(nn.Module):
+    """Backbone + one head per scene, so that DDP wraps one module."""
+
+    def __init__(self, net, heads):
+        super().__init__()
+        self.net, self.heads = net, heads
+
+    def forward(self, x, scene):
+        return self.heads[scene](grid_features(self.net, x))
+
+
+def per_image_focal_loss(logits, target):
+    """Focal heatmap loss normalised per image, then averaged: it splits exactly over ranks."""
+    return torch.stack([focal_heatmap_loss(logits[i:i + 1], target[i:i + 1])
+                        for i in range(logits.shape[0])]).mean()
+
+
+def sample_plan(seed, iteration, scenes, global_batch):
+    """Scene, image indices and per-sample augmentation seeds of one global batch."""
+    rng = np.random.default_rng([seed, iteration])
+    s = int(rng.integers(len(scenes)))
+    idx = rng.integers(len(scenes[s].images), size=global_batch)
+    return s, idx, rng.integers(2 ** 31, size=global_batch)
+
+
 def train_whole_network(net, scenes, iterations, batch_size=2, lr_backbone=1e-4, lr_head=2e-3,
                         seed=0, device='cpu', progress=True, callback=None, every=100):
     """
@@ -84,32 +114,52 @@ def train_whole_network(net, scenes, iterations, batch_size=2, lr_backbone=1e-4,
     Each batch holds images of one scene (its head sees only its own landmarks); the scene of
     each batch is drawn at random, so scenes are shuffled across the run.
 
+    Under ``torchrun`` (``torch.distributed`` initialised) the model is wrapped in
+    DistributedDataParallel and ``batch_size`` is the global batch, split evenly over the
+    ranks. Every sample's image and augmentation depend only on (seed, iteration, its index in
+    the global batch) and the loss is a per-image mean, so N processes compute what one process
+    computes on the whole global batch.
+
     :param callback: called as ``callback(it, seconds_of_training, net, heads)`` every
         ``every`` iterations (evaluation time is not counted in the seconds).
     :return: (net, heads, history list of (iteration, seconds, loss)).
     """
+    dist = torch.distributed
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    if batch_size % world:
+        raise ValueError(f'the global batch ({batch_size}) must split evenly over {world} '
+                         'processes')
+    local = slice(rank * batch_size // world, (rank + 1) * batch_size // world)
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    heads = nn.ModuleList(LandmarkDetector(s.head_cfg) for s in scenes).to(device)
-    net.to(device).eval()   # frozen BatchNorm statistics
+    heads = nn.ModuleList(LandmarkDetector(s.head_cfg) for s in scenes)
+    net.eval()   # frozen BatchNorm statistics
     for p in net.parameters():
         p.requires_grad_(True)
+    model = _Network(net, heads).to(device)
+    wrapped = model
+    if distributed:
+        wrapped = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     opt = torch.optim.AdamW([{'params': net.parameters(), 'lr': lr_backbone},
                              {'params': heads.parameters(), 'lr': lr_head}], weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr_backbone, lr_head],
                                                 total_steps=iterations, pct_start=0.1)
     history, seconds, loss_avg = [], 0.0, float('nan')
     for it in tqdm(range(iterations), desc='training backbone + heads', unit='it',
-                   disable=not progress):
+                   disable=not progress or rank != 0):
         t0 = time.perf_counter()
-        s = int(rng.integers(len(scenes)))
-        idx = rng.integers(len(scenes[s].images), size=batch_size)
-        x, xy, vis = augmented_batch(scenes[s], idx, rng, device)
-        grid = grid_features(net, x)
-        target = heatmap_targets(xy, vis, grid.shape[2], grid.shape[3]).to(device)
-        loss = focal_heatmap_loss(heads[s](grid), target)
+        s, idx, aug = sample_plan(seed, it, scenes, batch_size)
+        x, xy, vis = augmented_samples(scenes[s], idx[local],
+                                       [np.random.default_rng(a) for a in aug[local]], device)
+        logits = wrapped(x, s)
+        target = heatmap_targets(xy, vis, logits.shape[2], logits.shape[3]).to(device)
+        loss = per_image_focal_loss(logits, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        for j, head in enumerate(heads):
+            if j != s:   # untouched heads stay untouched (no decay, no moments), as with 1 rank
+                for p in head.parameters():
+                    p.grad = None
         opt.step()
         sched.step()
         seconds += time.perf_counter() - t0
