@@ -56,6 +56,20 @@ def listener():
     lst.close()
 
 
+def play_into(node, bag, n_images, env, listener, tmp_path):
+    """Wait for the node to be active, play the bag into it, wait for its poses, stop it."""
+    try:
+        assert listener.wait_for(lambda: any('waiting for images' in m for m in
+                                             listener.diag_messages()), 60), \
+            open(tmp_path / 'node.log').read()
+        play = subprocess.run([SCRIPT, 'play', '--bag', bag, '--wait', '10'], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert play.returncode == 0, play.stderr
+        listener.wait_for(lambda: len(listener.poses) >= n_images * 0.8, 20)
+    finally:
+        stop(node)
+
+
 def call(listener, srv_type, name, request, timeout=10.0):
     client = listener.node.create_client(srv_type, name)
     assert client.wait_for_service(timeout_sec=timeout), f'{name} not available'
@@ -72,16 +86,7 @@ def test_bag_played_into_the_node_gives_poses_and_map_to_odom(small_map, bag, li
                             'image_transport': 'compressed'}, tmp_path / 'node.log',
                       remaps=[('image/compressed', '/camera/image/compressed'),
                               ('camera_info', '/camera/camera_info')])
-    try:
-        assert listener.wait_for(lambda: any('waiting for images' in s.message for d in
-                                             listener.diags for s in d.status), 60), \
-            open(tmp_path / 'node.log').read()
-        play = subprocess.run([SCRIPT, 'play', '--bag', path, '--wait', '10'], env=env,
-                              capture_output=True, text=True, timeout=60)
-        assert play.returncode == 0, play.stderr
-        listener.wait_for(lambda: len(listener.poses) >= len(gt) * 0.8, 20)
-    finally:
-        stop(node)
+    play_into(node, path, len(gt), env, listener, tmp_path)
     poses = list(listener.poses)
     assert len(poses) >= len(gt) // 2, open(tmp_path / 'node.log').read()
     errors = []
@@ -245,15 +250,7 @@ def test_the_node_runs_a_landmark_map_too(sld_scene, listener, tmp_path):
     node = start_node(env, {'scene_map': path, 'device': 'cpu', 'publish_mode': 'map_to_camera'},
                       tmp_path / 'node.log', remaps=[('image', '/camera/image'),
                                                      ('camera_info', '/camera/camera_info')])
-    try:
-        assert listener.wait_for(lambda: any('waiting for images' in m for m in
-                                             listener.diag_messages()), 60)
-        play = subprocess.run([SCRIPT, 'play', '--bag', bag, '--wait', '10'], env=env,
-                              capture_output=True, text=True, timeout=60)
-        assert play.returncode == 0, play.stderr
-        listener.wait_for(lambda: len(listener.poses) >= len(gt) * 0.8, 20)
-    finally:
-        stop(node)
+    play_into(node, bag, len(gt), env, listener, tmp_path)
     assert len(listener.poses) >= len(gt) // 2, open(tmp_path / 'node.log').read()
     e = [pose_error(transform_to_matrix(p.pose.pose), gt[stamp_to_ns(p.header.stamp)])[0]
          for p in listener.poses]
