@@ -26,7 +26,7 @@ import sys
 
 import numpy as np
 
-from scene_reloc_training import cli_bags, cli_finetune
+from scene_reloc_training import cli_bags, cli_finetune, corpus
 
 EPILOG = """examples:
   scene-reloc make-synthetic --out /tmp/scene --seed 0
@@ -156,6 +156,7 @@ def build_parser():
     p.add_argument('--csv', help='also write the landmarks (x, y, z, saliency, views) here')
     _add_common(p)
     cli_finetune.add_parser(sub, FRAMES_HELP)
+    corpus.add_parser(sub)
     cli_bags.add_parsers(sub, FRAMES_HELP)
     return parser
 
@@ -287,6 +288,7 @@ def main(argv=None):
                 'make-synthetic': cmd_make_synthetic, 'fetch-weights': cmd_fetch_weights,
                 'select-landmarks': cmd_select_landmarks,
                 'finetune-backbone': cli_finetune.cmd_finetune_backbone,
+                'make-corpus': corpus.cmd_make_corpus,
                 **cli_bags.HANDLERS}
     try:
         handlers[args.command](args)

@@ -30,7 +30,9 @@ def add_parser(sub, frames_help):
         'torchrun (DistributedDataParallel, gloo on CPU, NCCL on GPU): torchrun '
         '--nproc_per_node N $(which scene-reloc) finetune-backbone ...; --batch-size is the '
         'global batch.')
-    p.add_argument('--data', required=True, nargs='+', help='posed RGB-D folders, one a scene')
+    p.add_argument('--data', nargs='+', default=[], help='posed RGB-D folders, one a scene')
+    p.add_argument('--corpus', metavar='JSON',
+                   help='corpus.json from scene-reloc make-corpus: its train scenes are added')
     p.add_argument('--frames', default='memorize.txt',
                    help=frames_help + '; a file name is looked up in each scene folder')
     p.add_argument('--out', required=True, help='weights file to write (.pth)')
@@ -72,8 +74,14 @@ def cmd_finetune_backbone(a):
         ex = FeatureExtractor(a.backbone, a.backbone_weights, a.device)
         net = ex.net
     cfg = MemorizeConfig(device=a.device, seed=a.seed)
+    roots = list(a.data)
+    if a.corpus:
+        from scene_reloc_training.corpus import corpus_scenes
+        roots += corpus_scenes(a.corpus, 'train')   # never the held-out test scenes
+    if not roots:
+        raise ValueError('no scenes: pass --data DIR... and/or --corpus corpus.json')
     scenes = []
-    for root in a.data:
+    for root in roots:
         folder = PosedFrameFolder(root)
         spec = os.path.join(root, a.frames) if os.path.exists(os.path.join(root, a.frames)) \
             else a.frames
@@ -92,7 +100,7 @@ def cmd_finetune_backbone(a):
         return
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, a.out)
-    summary = {'weights': a.out, 'backbone': a.backbone, 'scenes': a.data,
+    summary = {'weights': a.out, 'backbone': a.backbone, 'scenes': roots,
                'iterations': a.iterations, 'history': history}
     with open(a.out + '.json', 'w') as f:
         json.dump(summary, f, indent=2)

@@ -207,7 +207,7 @@ class SyntheticScene:
 
 def write_synthetic_scene(out, seed=0, num_memorize=20, num_query=50, trajectory_frames=300,
                           width=640, height=480, focal=None, query_lighting=False,
-                          progress=None):
+                          progress=None, room_size=(5.0, 4.0, 2.6), num_objects=6):
     """
     Render a scene into ``out`` in the flat 7-Scenes layout, with frame lists.
 
@@ -219,7 +219,7 @@ def write_synthetic_scene(out, seed=0, num_memorize=20, num_query=50, trajectory
     if num_memorize + num_query > trajectory_frames:
         raise ValueError('trajectory_frames must be at least num_memorize + num_query')
     os.makedirs(out, exist_ok=True)
-    scene = SyntheticScene(seed)
+    scene = SyntheticScene(seed, room_size, num_objects)
     f = focal or 0.9 * width
     K = np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1.0]])
     np.savetxt(os.path.join(out, 'camera-intrinsics.txt'), K)

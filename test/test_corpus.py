@@ -1,0 +1,61 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The scene corpus: varied scenes, deterministic splits, held-out scenes never trained on."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from scene_reloc.posed_frames import PosedFrameFolder
+from scene_reloc_training.corpus import corpus_scenes, make_corpus
+
+SCRIPT = os.path.join(os.path.dirname(sys.executable), 'scene-reloc')
+SMALL = dict(memorize=4, query=2, width=96, height=64, progress=False)
+
+
+def test_corpus_splits_are_deterministic_and_scenes_vary(tmp_path):
+    a = make_corpus(str(tmp_path / 'a'), 5, seed=3, val_fraction=0.2, test_fraction=0.2, **SMALL)
+    b = make_corpus(str(tmp_path / 'b'), 5, seed=3, val_fraction=0.2, test_fraction=0.2, **SMALL)
+    assert [s['split'] for s in a['scenes']] == [s['split'] for s in b['scenes']]
+    assert sorted(s['split'] for s in a['scenes']) == ['test', 'train', 'train', 'train', 'val']
+    sizes = {tuple(s['synthetic']['room_size']) for s in a['scenes']}
+    assert len(sizes) == 5
+    train = corpus_scenes(str(tmp_path / 'a' / 'corpus.json'), 'train')
+    test = corpus_scenes(str(tmp_path / 'a' / 'corpus.json'), 'test')
+    assert len(train) == 3 and len(test) == 1 and not set(train) & set(test)
+    assert len(PosedFrameFolder(train[0]).stems()) == 6
+    with pytest.raises(ValueError, match='split'):
+        corpus_scenes(str(tmp_path / 'a' / 'corpus.json'), 'all')
+
+
+def test_finetune_on_a_corpus_uses_only_its_train_scenes(tmp_path):
+    corpus = tmp_path / 'corpus'
+    r = subprocess.run([SCRIPT, 'make-corpus', '--out', str(corpus), '--scenes', '4',
+                        '--memorize', '6', '--query', '2', '--width', '128', '--height', '96',
+                        '--test-fraction', '0.25', '--val-fraction', '0'],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)['test'] == 1
+    out = str(tmp_path / 'w.pth')
+    r = subprocess.run([SCRIPT, 'finetune-backbone', '--corpus', str(corpus / 'corpus.json'),
+                        '--out', out, '--backbone', 'alike-t', '--iterations', '2',
+                        '--landmarks', '20', '--device', 'cpu'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    used = json.load(open(out + '.json'))['scenes']
+    held_out = corpus_scenes(str(corpus / 'corpus.json'), 'test')
+    assert len(used) == 3 and not set(used) & set(held_out)
