@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-Real-data and synthetic benchmark of scene region classification, next to the SIFT peer.
+Real-data and synthetic benchmark of both scene models, next to the SIFT peer.
 
 Protocols on the 7-Scenes redkitchen dev folder (../shared/data/README.md):
   dev-20  memorize 0:700:35,  query 15:700:10
@@ -21,8 +21,9 @@ Protocols on the 7-Scenes redkitchen dev folder (../shared/data/README.md):
   dev-100 memorize 0:700:7,   query 15:700:10
 plus a synthetic row (memorize 20 frames, query 50 under changed lighting) that needs no data.
 
-Prints one metrics JSON per row (ours, ours with plain SRC leaf centres, the SIFT peer, all in
-the same run on the same frames), then a Markdown table; writes both under --out.
+Prints one metrics JSON per row (region classifier, the same with plain SRC leaf centres, the
+landmark detector (SLD), the SIFT peer; all in the same run on the same frames; ``--heads``
+picks the scene models), then a Markdown table; writes both under --out.
 
   python bench/bench_dev.py --data ../shared/data/7scenes_redkitchen_dev
       --weights ../shared/weights --out out/bench

@@ -20,6 +20,8 @@ import sys
 
 import torch
 
+from scene_reloc.backbones.alike import ALIKE_CONFIGS, AlikeNet
+
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ddp_worker.py')
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), 'torchrun')
 
@@ -36,9 +38,7 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     load = lambda p: torch.load(p, weights_only=True)  # noqa: E731
     r0, r1 = load(tmp_path / 'ddp' / 'rank0.pt'), load(tmp_path / 'ddp' / 'rank1.pt')
     one = load(tmp_path / 'single' / 'rank0.pt')
-    init = {}
-    torch.manual_seed(0)
-    from scene_reloc.backbones.alike import ALIKE_CONFIGS, AlikeNet
+    torch.manual_seed(0)   # the worker's initialisation, to see that training moved it
     init = AlikeNet(*ALIKE_CONFIGS['alike-t']).state_dict()
     for k in r0:
         assert torch.equal(r0[k], r1[k]), f'replicas differ at {k}'

@@ -54,3 +54,21 @@ def augment_view(rng, rgb, coords_HW3):
     xyz = cv2.warpAffine(coords_HW3, M, (w, h), flags=cv2.INTER_NEAREST,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=(np.nan,) * 3)
     return photometric(rng, img), xyz
+
+
+def augment_with_landmarks(rng, rgb, xy, visible, margin=4):
+    """
+    One augmented view with landmark pixels moved alike.
+
+    :param xy: (L, 2) landmark pixels (NaN allowed); :param visible: (L,) bool.
+    :return: (image, xy (L, 2), visible (L,)): a landmark warped to within ``margin`` pixels of
+        the border, or out of the image, is no longer visible.
+    """
+    h, w = rgb.shape[:2]
+    M = random_similarity(rng, (w, h))
+    img = photometric(rng, cv2.warpAffine(rgb, M, (w, h), flags=cv2.INTER_LINEAR,
+                                          borderMode=cv2.BORDER_REFLECT))
+    out = np.nan_to_num(xy) @ M[:, :2].T + M[:, 2]
+    inside = (out[:, 0] >= margin) & (out[:, 0] < w - margin) & (out[:, 1] >= margin) & \
+        (out[:, 1] < h - margin)
+    return img, out, visible & inside

@@ -27,7 +27,6 @@ BatchNorm statistics stay frozen (batches of a few images would ruin them); ever
 from dataclasses import dataclass
 import time
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -35,7 +34,7 @@ from tqdm import tqdm
 
 from scene_reloc.backbones import grid_centres
 from scene_reloc.landmark_head import focal_heatmap_loss, heatmap_targets, LandmarkDetector
-from scene_reloc_training.augment import photometric, random_similarity
+from scene_reloc_training.augment import augment_with_landmarks
 
 
 @dataclass
@@ -58,25 +57,15 @@ def grid_features(net, x_B3HW):
     return d.reshape(-1, hc, wc, d.shape[-1]).permute(0, 3, 1, 2)
 
 
-def augmented_batch(scene, idx, rng, device, margin=4):
-    """Images of ``idx`` warped and re-lit, with their landmark positions moved alike."""
-    return augmented_samples(scene, idx, [rng] * len(idx), device, margin)
-
-
 def augmented_samples(scene, idx, rngs, device, margin=4):
-    """Like :func:`augmented_batch`, each sample drawn with its own generator."""
+    """Images ``idx`` of a scene augmented (one generator each), landmarks moved alike."""
     imgs, xys, vis = [], [], []
     for i, rng in zip(idx, rngs):
-        img = scene.images[i]
-        h, w = img.shape[:2]
-        M = random_similarity(rng, (w, h))
-        imgs.append(photometric(rng, cv2.warpAffine(img, M, (w, h), flags=cv2.INTER_LINEAR,
-                                                    borderMode=cv2.BORDER_REFLECT)))
-        xy = np.nan_to_num(scene.xy[i]) @ M[:, :2].T + M[:, 2]
-        inside = (xy[:, 0] >= margin) & (xy[:, 0] < w - margin) & (xy[:, 1] >= margin) & \
-            (xy[:, 1] < h - margin)
+        img, xy, v = augment_with_landmarks(rng, scene.images[i], scene.xy[i], scene.visible[i],
+                                            margin)
+        imgs.append(img)
         xys.append(xy)
-        vis.append(scene.visible[i] & inside)
+        vis.append(v)
     x = torch.from_numpy(np.stack(imgs)).to(device).permute(0, 3, 1, 2).float() / 255.0
     return x, torch.from_numpy(np.stack(xys)).float(), torch.from_numpy(np.stack(vis))
 

@@ -23,7 +23,6 @@ convolutional, so crops are as good as whole images and several times cheaper).
 
 import math
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -35,7 +34,7 @@ from scene_reloc.landmark_head import (
     heatmap_targets,
     LandmarkDetector,
 )
-from scene_reloc_training.augment import photometric, random_similarity
+from scene_reloc_training.augment import augment_with_landmarks
 from scene_reloc_training.resumable import ResumableRun
 
 
@@ -55,17 +54,12 @@ def build_landmark_buffer(extractor, images, frame_feats, landmarks, augmentatio
         vis.append(landmarks.visible[f])
     jobs = [(i, a) for a in range(augmentations) for i in range(len(images))]
     for i, _ in tqdm(jobs, desc='augmented views', unit='view', disable=not progress or not jobs):
-        h, w = images[i].shape[:2]
-        M = random_similarity(rng, (w, h))
-        img = photometric(rng, cv2.warpAffine(images[i], M, (w, h), flags=cv2.INTER_LINEAR,
-                                              borderMode=cv2.BORDER_REFLECT))
+        img, xy, v = augment_with_landmarks(rng, images[i], landmarks.xy[i],
+                                            landmarks.visible[i], margin)
         g = extractor.grid_features(extractor.to_tensor(img))[0].cpu()
-        xy = np.nan_to_num(landmarks.xy[i]) @ M[:, :2].T + M[:, 2]
-        inside = (xy[:, 0] >= margin) & (xy[:, 0] < w - margin) & (xy[:, 1] >= margin) & \
-            (xy[:, 1] < h - margin)
         grids.append(g.permute(2, 0, 1).to(torch.float16))
         xys.append(xy)
-        vis.append(landmarks.visible[i] & inside)
+        vis.append(v)
     return {'grid': torch.stack(grids), 'xy': torch.from_numpy(np.stack(xys)).float(),
             'visible': torch.from_numpy(np.stack(vis))}
 
