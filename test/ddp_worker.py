@@ -13,9 +13,10 @@
 # limitations under the License.
 
 """
-A few steps of multi-scene backbone training, alone or under torchrun (test_pretrain_ddp.py).
+A few steps of pretraining or meta-training, alone or under torchrun (test_pretrain_ddp.py).
 
-Writes the backbone and heads of this process to OUT/rank<r>.pt.
+Writes what this process trained to OUT/rank<r>.pt. ``toy_scenes`` and ``toy_buffers`` are the
+tests' small training material.
 """
 
 import argparse
@@ -26,23 +27,57 @@ import torch
 
 from scene_reloc.backbones.alike import ALIKE_CONFIGS, AlikeNet
 from scene_reloc.landmark_head import LandmarkHeadConfig
-from scene_reloc_training.finetune_backbone import SceneData, train_whole_network
+from scene_reloc.partition import HierarchicalPartition
+from scene_reloc.region_head import RegionHeadConfig
+from scene_reloc_training.meta_train import meta_train, MetaConfig
+from scene_reloc_training.pretrain_backbone import SceneData, train_whole_network
 
 
-def scenes(seed=0):
+def toy_scenes(dim, seed=0, heads=('landmark', 'region')):
+    """Two random-image scenes, one with landmarks only, one with ``heads``' labels."""
     rng = np.random.default_rng(seed)
     out = []
-    for n in (5, 7):
+    for n, kinds in ((5, ('landmark',)), (7, heads)):
         imgs = [rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(4)]
-        out.append(SceneData(imgs, rng.uniform(10, 60, (4, n, 2)), rng.random((4, n)) > 0.2,
-                             LandmarkHeadConfig(in_dim=64, hidden=8, num_landmarks=n,
-                                                landmarks_per_head=n)))
+        s = SceneData(imgs)
+        if 'landmark' in kinds:
+            s.xy, s.visible = rng.uniform(10, 60, (4, n, 2)), rng.random((4, n)) > 0.2
+            s.head_cfg = LandmarkHeadConfig(in_dim=dim, hidden=8, num_landmarks=n,
+                                            landmarks_per_head=n)
+        if 'region' in kinds:
+            s.coords = [rng.uniform(0, 3, (64, 96, 3)).astype(np.float32) for _ in imgs]
+            s.partition = HierarchicalPartition.build(
+                np.concatenate([c.reshape(-1, 3) for c in s.coords]), 4, 4, seed=0)
+            s.region_cfg = RegionHeadConfig(in_dim=dim, hidden=16, k1=4, k2=4)
+        out.append(s)
+    return out
+
+
+def toy_buffers(num, dim=16, k1=4, k2=4, rows=4000, seed=0, family=0, offset=3.0):
+    """
+    Feature buffers of a family of toy scenes.
+
+    Every scene of a ``family`` shares the descriptor distribution (offset mean, correlated
+    scale): what a meta-learned start can learn. Labels are each scene's own: the nearest of
+    its random region centres, so nothing about a new scene's labels is known in advance.
+    """
+    mix = np.random.default_rng(family).normal(0, 1, (dim, dim)) * 2.0
+    rng = np.random.default_rng([family, seed])
+    out = []
+    for _ in range(num):
+        z = rng.normal(0, 1, (rows, dim))
+        centres = rng.normal(0, 1, (k1 * k2, dim))
+        leaf = np.argmin(((z[:, None] - centres[None]) ** 2).sum(-1), axis=1)
+        desc = torch.from_numpy(z @ mix + offset).half()
+        out.append({'desc': desc, 'leaf': torch.from_numpy(leaf),
+                    'l1': torch.from_numpy(leaf // k2)})
     return out
 
 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument('--out', required=True)
+    p.add_argument('--mode', default='pretrain', choices=['pretrain', 'meta'])
     p.add_argument('--iterations', type=int, default=4)
     a = p.parse_args()
     torch.set_num_threads(1)
@@ -50,14 +85,21 @@ def main():
     if int(os.environ.get('WORLD_SIZE', '1')) > 1:
         torch.distributed.init_process_group('gloo')
         rank = torch.distributed.get_rank()
-    torch.manual_seed(0)
-    net = AlikeNet(*ALIKE_CONFIGS['alike-t'])
-    net, heads, _ = train_whole_network(net, scenes(), a.iterations, batch_size=4,
-                                        progress=False, every=a.iterations)
+    if a.mode == 'pretrain':
+        torch.manual_seed(0)
+        net = AlikeNet(*ALIKE_CONFIGS['alike-t'])
+        net, heads, _ = train_whole_network(net, toy_scenes(net.dim), a.iterations,
+                                            batch_size=4, progress=False, every=a.iterations)
+        state = {**{f'net.{k}': v for k, v in net.state_dict().items()},
+                 **{f'heads.{k}': v for k, v in heads.state_dict().items()}}
+    else:
+        cfg = MetaConfig(outer_steps=a.iterations, meta_batch=4, inner_steps=3, inner_batch=64,
+                         k1=4, k2=4, hidden=16)
+        theta, _ = meta_train(toy_buffers(3), RegionHeadConfig(16, 16, 4, 4), cfg,
+                              progress=False)
+        state = dict(theta)
     os.makedirs(a.out, exist_ok=True)
-    torch.save({**{f'net.{k}': v for k, v in net.state_dict().items()},
-                **{f'heads.{k}': v for k, v in heads.state_dict().items()}},
-               os.path.join(a.out, f'rank{rank}.pt'))
+    torch.save(state, os.path.join(a.out, f'rank{rank}.pt'))
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 

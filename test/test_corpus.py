@@ -43,19 +43,25 @@ def test_corpus_splits_are_deterministic_and_scenes_vary(tmp_path):
         corpus_scenes(str(tmp_path / 'a' / 'corpus.json'), 'all')
 
 
-def test_finetune_on_a_corpus_uses_only_its_train_scenes(tmp_path):
+def test_pretrain_on_a_corpus_trains_on_train_scenes_and_validates_on_val(tmp_path):
     corpus = tmp_path / 'corpus'
-    r = subprocess.run([SCRIPT, 'make-corpus', '--out', str(corpus), '--scenes', '4',
-                        '--memorize', '6', '--query', '2', '--width', '128', '--height', '96',
-                        '--test-fraction', '0.25', '--val-fraction', '0'],
+    r = subprocess.run([SCRIPT, 'make-corpus', '--out', str(corpus), '--scenes', '5',
+                        '--memorize', '6', '--query', '3', '--width', '128', '--height', '96',
+                        '--test-fraction', '0.2', '--val-fraction', '0.2'],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)['test'] == 1
-    out = str(tmp_path / 'w.pth')
-    r = subprocess.run([SCRIPT, 'finetune-backbone', '--corpus', str(corpus / 'corpus.json'),
+    out = str(tmp_path / 'pretrained')
+    r = subprocess.run([SCRIPT, 'pretrain', '--corpus', str(corpus / 'corpus.json'),
                         '--out', out, '--backbone', 'alike-t', '--iterations', '2',
-                        '--landmarks', '20', '--device', 'cpu'], capture_output=True, text=True)
+                        '--log-every', '2', '--val-every', '2', '--val-iterations', '20',
+                        '--heads', 'landmark', '--landmarks', '20', '--device', 'cpu'],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    used = json.load(open(out + '.json'))['scenes']
+    manifest = json.load(open(os.path.join(out, 'pretrain.json')))
+    used, val = manifest['scenes'], manifest['val_scenes']
     held_out = corpus_scenes(str(corpus / 'corpus.json'), 'test')
-    assert len(used) == 3 and not set(used) & set(held_out)
+    assert len(used) == 3 and len(val) == 1
+    assert not set(used) & set(held_out) and not set(val) & (set(held_out) | set(used))
+    row = manifest['history'][-1]
+    assert 0.0 <= row['val_recall_5cm_5deg'] <= 1.0   # validation ran on the val scene

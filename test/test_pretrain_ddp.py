@@ -21,28 +21,42 @@ import sys
 import torch
 
 from scene_reloc.backbones.alike import ALIKE_CONFIGS, AlikeNet
+from scene_reloc.region_head import RegionClassifier, RegionHeadConfig
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ddp_worker.py')
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), 'torchrun')
 
 
-def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
+def _run_both(tmp_path, mode):
     env = dict(os.environ, OMP_NUM_THREADS='1')
-    r = subprocess.run([TORCHRUN, '--standalone', '--nproc_per_node', '2', WORKER, '--out',
-                        str(tmp_path / 'ddp')], env=env, capture_output=True, text=True,
+    r = subprocess.run([TORCHRUN, '--standalone', '--nproc_per_node', '2', WORKER, '--mode', mode,
+                        '--out', str(tmp_path / 'ddp')], env=env, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    r = subprocess.run([sys.executable, WORKER, '--out', str(tmp_path / 'single')], env=env,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, WORKER, '--mode', mode, '--out', str(tmp_path / 'single')],
+                       env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     load = lambda p: torch.load(p, weights_only=True)  # noqa: E731
     r0, r1 = load(tmp_path / 'ddp' / 'rank0.pt'), load(tmp_path / 'ddp' / 'rank1.pt')
     one = load(tmp_path / 'single' / 'rank0.pt')
-    torch.manual_seed(0)   # the worker's initialisation, to see that training moved it
-    init = AlikeNet(*ALIKE_CONFIGS['alike-t']).state_dict()
     for k in r0:
         assert torch.equal(r0[k], r1[k]), f'replicas differ at {k}'
         torch.testing.assert_close(r0[k], one[k], atol=1e-5, rtol=1e-4, msg=f'{k} differs')
+    return r0
+
+
+def test_pretraining_on_two_processes_matches_one_process_on_the_same_global_batch(tmp_path):
+    r0 = _run_both(tmp_path, 'pretrain')
+    torch.manual_seed(0)   # the worker's initialisation, to see that training moved it
+    init = AlikeNet(*ALIKE_CONFIGS['alike-t']).state_dict()
     moved = [k for k, v in init.items() if v.dtype.is_floating_point and 'running' not in k
              and not torch.equal(v, r0[f'net.{k}'])]
     assert len(moved) > 10   # it trained: the backbone weights changed
+    assert any(k.startswith('heads.1.region.') for k in r0)   # a region head trained along
+
+
+def test_meta_training_on_two_processes_matches_one_process_on_the_same_meta_batch(tmp_path):
+    r0 = _run_both(tmp_path, 'meta')
+    torch.manual_seed(0)
+    init = RegionClassifier(RegionHeadConfig(16, 16, 4, 4)).state_dict()
+    assert all(not torch.equal(init[k], r0[k]) for k in init)   # every tensor moved

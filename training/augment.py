@@ -41,34 +41,40 @@ def photometric(rng, rgb):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def augment_view(rng, rgb, coords_HW3):
+def augment_sample(rng, rgb, coords_HW3=None, xy=None, visible=None, margin=4):
     """
-    One augmented view: the image warped and re-lit, the scene coordinates warped alike.
+    One augmented view: the image warped and re-lit, its labels moved alike.
 
     Scene coordinates are resampled with nearest neighbour (interpolating coordinates across a
-    depth edge would invent points in mid-air); pixels warped in from outside are NaN.
+    depth edge would invent points in mid-air); pixels warped in from outside are NaN. A
+    landmark warped to within ``margin`` pixels of the border, or out of the image, is no longer
+    visible.
+
+    :param coords_HW3: scene coordinates per pixel, or None.
+    :param xy: (L, 2) landmark pixels (NaN allowed) with ``visible`` (L,) bool, or None.
+    :return: (image, coords or None, xy or None, visible or None).
     """
     h, w = rgb.shape[:2]
     M = random_similarity(rng, (w, h))
     img = cv2.warpAffine(rgb, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    xyz = cv2.warpAffine(coords_HW3, M, (w, h), flags=cv2.INTER_NEAREST,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=(np.nan,) * 3)
-    return photometric(rng, img), xyz
+    xyz = out = inside = None
+    if coords_HW3 is not None:
+        xyz = cv2.warpAffine(coords_HW3, M, (w, h), flags=cv2.INTER_NEAREST,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=(np.nan,) * 3)
+    if xy is not None:
+        out = np.nan_to_num(xy) @ M[:, :2].T + M[:, 2]
+        inside = visible & (out[:, 0] >= margin) & (out[:, 0] < w - margin) & \
+            (out[:, 1] >= margin) & (out[:, 1] < h - margin)
+    return photometric(rng, img), xyz, out, inside
+
+
+def augment_view(rng, rgb, coords_HW3):
+    """One augmented view with its scene coordinates: (image, coords)."""
+    img, xyz, _, _ = augment_sample(rng, rgb, coords_HW3)
+    return img, xyz
 
 
 def augment_with_landmarks(rng, rgb, xy, visible, margin=4):
-    """
-    One augmented view with landmark pixels moved alike.
-
-    :param xy: (L, 2) landmark pixels (NaN allowed); :param visible: (L,) bool.
-    :return: (image, xy (L, 2), visible (L,)): a landmark warped to within ``margin`` pixels of
-        the border, or out of the image, is no longer visible.
-    """
-    h, w = rgb.shape[:2]
-    M = random_similarity(rng, (w, h))
-    img = photometric(rng, cv2.warpAffine(rgb, M, (w, h), flags=cv2.INTER_LINEAR,
-                                          borderMode=cv2.BORDER_REFLECT))
-    out = np.nan_to_num(xy) @ M[:, :2].T + M[:, 2]
-    inside = (out[:, 0] >= margin) & (out[:, 0] < w - margin) & (out[:, 1] >= margin) & \
-        (out[:, 1] < h - margin)
-    return img, out, visible & inside
+    """One augmented view with landmark pixels moved alike: (image, xy, visible)."""
+    img, _, out, vis = augment_sample(rng, rgb, None, xy, visible, margin)
+    return img, out, vis

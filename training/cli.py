@@ -26,7 +26,7 @@ import sys
 
 import numpy as np
 
-from scene_reloc_training import cli_bags, cli_finetune, corpus
+from scene_reloc_training import cli_bags, cli_meta, cli_pretrain, corpus
 
 EPILOG = """examples:
   scene-reloc make-synthetic --out /tmp/scene --seed 0
@@ -79,6 +79,10 @@ def build_parser():
                    help='landmark_detector: head training iterations')
     p.add_argument('--iterations', type=int, default=2000,
                    help='region_classifier: head training iterations')
+    p.add_argument('--head-init', default='auto', metavar='auto|none|PATH',
+                   help='region_classifier: start of the head. auto: a meta-learned start '
+                   '(scene-reloc meta-train; shipped ones included) that fits the backbone, '
+                   'its weights and the head shape, else random; none: random; PATH: that file')
     p.add_argument('--augmentations', type=int, default=8,
                    help='augmented views per frame in the feature buffer')
     p.add_argument('--k1', type=int, default=64, help='level-1 regions')
@@ -155,7 +159,8 @@ def build_parser():
     p.add_argument('--landmarks', type=int, default=300)
     p.add_argument('--csv', help='also write the landmarks (x, y, z, saliency, views) here')
     _add_common(p)
-    cli_finetune.add_parser(sub, FRAMES_HELP)
+    cli_pretrain.add_parser(sub, FRAMES_HELP)
+    cli_meta.add_parser(sub, FRAMES_HELP)
     corpus.add_parser(sub)
     cli_bags.add_parsers(sub, FRAMES_HELP)
     return parser
@@ -178,7 +183,7 @@ def cmd_memorize(a):
                          edge_margin=a.edge_margin, depth_offset_m=offset, seed=a.seed,
                          head=a.head, landmarks=a.landmarks,
                          landmarks_per_head=a.landmarks_per_head,
-                         landmark_iterations=a.landmark_iterations)
+                         landmark_iterations=a.landmark_iterations, head_init=a.head_init)
     print(f'memorizing {len(frames)} frames from {a.data} with backbone {a.backbone}, head '
           f'{a.head}', file=sys.stderr)
     summary = memorize(frames, a.out, cfg, resume=a.resume, progress=not a.quiet,
@@ -287,7 +292,9 @@ def main(argv=None):
     handlers = {'memorize': cmd_memorize, 'evaluate': cmd_evaluate, 'localize': cmd_localize,
                 'make-synthetic': cmd_make_synthetic, 'fetch-weights': cmd_fetch_weights,
                 'select-landmarks': cmd_select_landmarks,
-                'finetune-backbone': cli_finetune.cmd_finetune_backbone,
+                'pretrain': cli_pretrain.cmd_pretrain,
+                'finetune-backbone': cli_pretrain.cmd_pretrain,
+                'meta-train': cli_meta.cmd_meta_train,
                 'make-corpus': corpus.cmd_make_corpus,
                 **cli_bags.HANDLERS}
     try:

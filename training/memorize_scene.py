@@ -21,6 +21,7 @@ Memorize a scene from a few posed RGB-D frames: partition, map points, buffer, h
 from dataclasses import asdict, dataclass, fields
 import datetime
 import os
+import sys
 import time
 
 import numpy as np
@@ -34,6 +35,7 @@ from scene_reloc.region_head import RegionHeadConfig
 from scene_reloc.relocalizer import LocalizerConfig
 from scene_reloc.scene_map import save_scene_map
 from scene_reloc_training.feature_buffer import build_buffer, extract_frame
+from scene_reloc_training.head_init import resolve_head_init
 from scene_reloc_training.region_training import train_region_head
 from scene_reloc_training.scene_coordinates import scene_coordinate_image
 
@@ -84,6 +86,9 @@ class MemorizeConfig:
     """landmark_detector: head training iterations."""
     landmark_batch: int = 4
     """landmark_detector: grid crops per batch."""
+    head_init: str = 'auto'
+    """region_classifier: start of the head: auto (a meta-learned init that fits, else
+    random), none (random) or a head-init file (``scene-reloc meta-train``)."""
 
     @classmethod
     def from_dict(cls, d):
@@ -175,9 +180,14 @@ def _memorize_regions(images, coords, feats, extractor, cfg, out_path, resume, p
     buffer = build_buffer(extractor, images, coords, feats, partition, cfg.augmentations,
                           cfg.seed, progress)
     t_buffer = time.perf_counter() - t0
+    init, init_info = resolve_head_init(cfg.head_init, 'region_classifier', head_cfg,
+                                        cfg.backbone, extractor.weights_sha256)
+    if progress:
+        print(f'head start: {init_info["head_init"]}', file=sys.stderr)
     model, stats = train_region_head(
         buffer, head_cfg, cfg.iterations, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.seed,
-        extractor.device, checkpoint=out_path + '.ckpt', resume=resume, progress=progress)
+        extractor.device, checkpoint=out_path + '.ckpt', resume=resume, progress=progress,
+        init_state=init)
     train_seconds = time.perf_counter() - t0
     tensors = {f'head.{k}': v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     tensors.update(partition.tensors())
@@ -188,6 +198,7 @@ def _memorize_regions(images, coords, feats, extractor, cfg, out_path, resume, p
                'buffer_samples': int(buffer['desc'].shape[0]),
                'map_points': int(len(xyz_map)),
                'leaves_used': int(np.count_nonzero(np.isfinite(partition.leaf_centres[:, 0]))),
+               **init_info,
                **{k: round(v, 4) for k, v in stats.items()}}
     return tensors, head_cfg, summary
 

@@ -25,34 +25,32 @@ from scene_reloc_training.resumable import ResumableRun
 
 
 def train_region_head(buffer, head_cfg, iterations, batch_size, lr, weight_decay, seed,
-                      device, checkpoint=None, resume=False, progress=True, log_every=100):
+                      device, checkpoint=None, resume=False, progress=True, log_every=100,
+                      init_state=None):
     """
     Fit a :class:`RegionClassifier` to buffered descriptors.
 
     Loss: cross-entropy on the level-1 region plus cross-entropy on the level-2 sub-region given
-    the true region. One-cycle learning rate. Every ``log_every`` iterations the state (model,
-    optimiser, iteration, RNG) goes to ``checkpoint``; with ``resume`` a run continues from it.
+    the true region. One-cycle learning rate. ``init_state``: the head's start (random when
+    None). Every ``log_every`` iterations the state (model, optimiser, iteration, RNG) goes to
+    ``checkpoint``; with ``resume`` a run continues from it.
 
     :return: (model in eval mode, stats dict with final losses and buffer accuracies).
     """
     torch.manual_seed(seed)
-    model = RegionClassifier(head_cfg).to(device)
+    model = RegionClassifier(head_cfg)
+    if init_state is not None:   # e.g. a meta-learned start (scene-reloc meta-train)
+        model.load_state_dict(init_state)
+    model = model.to(device)
     run = ResumableRun(model, iterations, lr, weight_decay, seed, checkpoint, resume)
     gen, start = run.gen, run.start
-    desc, leaf, l1 = buffer['desc'], buffer['leaf'], buffer['l1']
-    k2 = head_cfg.k2
-    n = desc.shape[0]
+    n = buffer['desc'].shape[0]
     model.train()
     bar = tqdm(range(start, iterations), desc='training head', disable=not progress,
                initial=start, total=iterations, unit='it')
     loss_avg = math.nan
     for it in bar:
-        idx = torch.randint(n, (batch_size,), generator=gen)
-        x = desc[idx].float().to(device)
-        y1 = l1[idx].to(device)
-        y2 = (leaf[idx] % k2).to(device)
-        logit1, logit2 = model(x, y1)
-        loss = F.cross_entropy(logit1, y1) + F.cross_entropy(logit2, y2)
+        loss = region_loss(model, buffer, torch.randint(n, (batch_size,), generator=gen), device)
         run.step(loss)
         loss_val = float(loss.detach())
         loss_avg = loss_val if math.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * loss_val
@@ -61,6 +59,14 @@ def train_region_head(buffer, head_cfg, iterations, batch_size, lr, weight_decay
             run.save(it + 1)
     model.eval()
     return model, {'final_loss': loss_avg, **buffer_accuracy(model, buffer, device)}
+
+
+def region_loss(model, buffer, idx, device):
+    """Level-1 + level-2 (given the true region) cross-entropy on buffer rows ``idx``."""
+    y1 = buffer['l1'][idx].to(device)
+    logit1, logit2 = model(buffer['desc'][idx].float().to(device), y1)
+    return F.cross_entropy(logit1, y1) + F.cross_entropy(
+        logit2, (buffer['leaf'][idx] % model.cfg.k2).to(device))
 
 
 @torch.inference_mode()

@@ -1,0 +1,161 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``scene-reloc meta-train``: the meta-learned start of the region classifier (Reptile)."""
+
+import json
+import os
+import sys
+
+
+def add_parser(sub, frames_help):
+    from scene_reloc_training.meta_train import MetaConfig
+    d = MetaConfig()
+    p = sub.add_parser(
+        'meta-train', help='meta-learn the region classifier start for a backbone (Reptile)',
+        description='Meta-learn, with Reptile over few-shot episodes drawn from the training '
+        "scenes, the start that memorize trains a new scene's region classifier from. Writes "
+        "OUT (safetensors head init whose metadata names the backbone, its weights' SHA-256 "
+        'and the head shape), OUT.json (configuration, scenes, history, the loss after '
+        '--inner-steps on the val scenes from this start and from a random one), OUT.csv and '
+        'OUT.png. memorize uses it when you pass --head-init OUT, and by default (--head-init '
+        'auto) when OUT lies in a folder of $SCENE_RELOC_HEAD_INITS or among the shipped '
+        'starts. Runs under torchrun: the episodes of each outer step are split over the '
+        'processes.')
+    p.add_argument('--data', nargs='+', default=[], help='posed RGB-D folders, one a scene')
+    p.add_argument('--corpus', metavar='JSON', help='corpus.json: train scenes are episodes, '
+                   'val scenes measure the start')
+    p.add_argument('--frames', default='memorize.txt',
+                   help=frames_help + '; a file name is looked up in each scene folder')
+    p.add_argument('--out', required=True, help='head-init file to write (.safetensors)')
+    p.add_argument('--backbone', default='alike-n',
+                   help='backbone the start is for (as memorize --backbone)')
+    p.add_argument('--backbone-weights', metavar='PATH')
+    for name in ('outer_steps', 'meta_batch', 'inner_steps', 'inner_lr', 'inner_batch',
+                 'outer_lr', 'k1', 'k2', 'hidden', 'augmentations', 'max_samples', 'seed'):
+        v = getattr(d, name)
+        p.add_argument('--' + name.replace('_', '-'), type=type(v), default=v,
+                       help=f'default {v}' + ("; must equal memorize's to be used"
+                                              if name in ('k1', 'k2', 'hidden') else ''))
+    p.add_argument('--log-every', type=int, default=25, help='outer steps between log rows')
+    p.add_argument('--val-scenes', type=int, default=2)
+    p.add_argument('--resume', action='store_true', help='continue from OUT.ckpt')
+    p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
+    p.add_argument('--quiet', action='store_true')
+
+
+def _buffers(roots, a, ex, cfg, progress):
+    from tqdm import tqdm
+
+    from scene_reloc_training.memorize_scene import MemorizeConfig, read_frames
+    from scene_reloc_training.meta_train import scene_buffer
+    from scene_reloc_training.pretrain_data import scene_frames
+    out = []
+    for i, root in enumerate(tqdm(roots, desc='scene buffers', unit='scene',
+                                  disable=not progress)):
+        images, coords, feats, _ = read_frames(scene_frames(root, a.frames), ex,
+                                               MemorizeConfig(seed=cfg.seed), False)
+        buf, shape = scene_buffer(ex, images, coords, feats, cfg, cfg.seed + i)
+        if shape != (cfg.k1, cfg.k2):
+            print(f'{root}: partition of {shape[0]}x{shape[1]} regions, not {cfg.k1}x{cfg.k2}; '
+                  'skipped', file=sys.stderr)
+            continue
+        out.append(buf)
+    return out
+
+
+def cmd_meta_train(a):
+    import torch
+
+    from scene_reloc.backbones import FeatureExtractor
+    from scene_reloc_training.cli_pretrain import _init_distributed
+    from scene_reloc_training.head_init import save_head_init
+    from scene_reloc_training.meta_train import (
+        config_dict,
+        few_step_loss,
+        head_config,
+        meta_train,
+        MetaConfig,
+    )
+    from scene_reloc_training.pretrain_data import write_log
+    cfg = MetaConfig(**{k: getattr(a, k) for k in config_dict(MetaConfig())})
+    rank = _init_distributed(a.device)
+    roots, val = list(a.data), []
+    if a.corpus:
+        from scene_reloc_training.corpus import corpus_scenes
+        roots += corpus_scenes(a.corpus, 'train')
+        val = corpus_scenes(a.corpus, 'val')[:a.val_scenes]
+    if not roots:
+        raise ValueError('no scenes: pass --data DIR... and/or --corpus corpus.json')
+    ex = FeatureExtractor(a.backbone, a.backbone_weights, a.device)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    progress = not a.quiet and rank == 0
+    buffers = _buffers(roots, a, ex, cfg, progress)
+    val_buffers = _buffers(val, a, ex, cfg, False) if rank == 0 else []
+    if not buffers:
+        raise ValueError('no usable training scene (see the messages above)')
+    head_cfg = head_config(ex.descriptor_dim, cfg)
+    torch.manual_seed(cfg.seed)
+    from scene_reloc.region_head import RegionClassifier
+    random_start = RegionClassifier(head_cfg).state_dict()
+    baseline = (few_step_loss(random_start, head_cfg, val_buffers, cfg.inner_steps, cfg,
+                              ex.device) if val_buffers else None)
+
+    def on_log(step, seconds, theta):
+        if not val_buffers:
+            return {}
+        return {'val_loss_after_inner_steps': round(few_step_loss(
+            theta, head_cfg, val_buffers, cfg.inner_steps, cfg, ex.device), 4)}
+
+    run_info = {'config': json.dumps(config_dict(cfg)), 'scenes': json.dumps(roots),
+                'backbone': a.backbone, 'weights': ex.weights_sha256 or ''}
+    theta, history = meta_train(buffers, head_cfg, cfg, ex.device, progress, on_log,
+                                a.log_every, a.out + '.ckpt', a.resume, run_info)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    if rank != 0:
+        return
+    info = {'method': 'reptile', 'config': config_dict(cfg), 'scenes': len(buffers),
+            'command': 'scene-reloc ' + ' '.join(sys.argv[1:]),
+            'val_loss_random_start': baseline,
+            'val_loss_meta_start': history[-1].get('val_loss_after_inner_steps')}
+    save_head_init(a.out, theta, 'region_classifier', head_cfg, a.backbone, ex.weights_sha256,
+                   info)
+    with open(a.out + '.json', 'w') as f:
+        json.dump(info | {'scene_folders': roots, 'val_folders': val, 'history': history}, f,
+                  indent=2)
+    write_log(history, a.out + '.csv')
+    _plot(history, baseline, cfg.inner_steps, a.out + '.png')
+    if os.path.exists(a.out + '.ckpt'):
+        os.remove(a.out + '.ckpt')
+    print(json.dumps({'head_init': a.out} | info, indent=2))
+
+
+def _plot(history, baseline, inner_steps, path):
+    rows = [r for r in history if 'val_loss_after_inner_steps' in r]
+    if not rows:
+        return
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.plot([r['step'] for r in rows], [r['val_loss_after_inner_steps'] for r in rows], 'o-',
+            label='meta-learned start')
+    ax.axhline(baseline, color='grey', ls='--', label='random start')
+    ax.set(xlabel='Reptile outer step', ylabel=f'val. loss after {inner_steps} steps')
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

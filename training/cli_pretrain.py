@@ -1,0 +1,202 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``scene-reloc pretrain``: one backbone trained across many scenes, heads per scene."""
+
+from dataclasses import asdict, dataclass
+import hashlib
+import json
+import os
+import sys
+
+
+@dataclass
+class PretrainConfig:
+    """What decides a pretraining run (stored in its checkpoint and manifest)."""
+
+    backbone: str = 'alike-n'
+    init: str = 'scratch'            # or the path of weights to start from
+    heads: tuple = ('region', 'landmark')
+    iterations: int = 5000
+    batch_size: int = 2
+    lr_backbone: float = 3e-4
+    lr_head: float = 2e-3
+    landmarks: int = 150
+    k1: int = 16
+    k2: int = 16
+    hidden: int = 128
+    frames: str = 'memorize.txt'
+    seed: int = 0
+
+
+def add_parser(sub, frames_help):
+    p = sub.add_parser(
+        'pretrain', aliases=['finetune-backbone'],
+        help='pretrain a backbone across many scenes (a head per scene)',
+        description='Train one ALIKE backbone shared by many scenes, each with its own region '
+        'classifier and / or landmark heatmap head, on scene-homogeneous batches shuffled '
+        'across scenes, from scratch or from weights (--init). New scenes then train only a '
+        'head on it: scene-reloc memorize --backbone NAME --backbone-weights OUT/backbone.pth. '
+        'Writes OUT/backbone.pth (plain state dict, loads with weights_only=True), '
+        'OUT/pretrain.json (configuration, scenes, history, SHA-256), OUT/log.csv and '
+        'OUT/curves.png (loss and validation recall), and OUT/checkpoint.ckpt every '
+        '--log-every iterations (--resume continues an interrupted run exactly); log.csv '
+        'grows while it runs. Scales out '
+        'with torchrun (DistributedDataParallel, gloo on CPU, NCCL on GPU): torchrun '
+        '--nproc_per_node N $(which scene-reloc) pretrain ...; --batch-size is the global '
+        'batch.')
+    p.add_argument('--data', nargs='+', default=[], help='posed RGB-D folders, one a scene')
+    p.add_argument('--corpus', metavar='JSON', help='corpus.json from scene-reloc make-corpus: '
+                   'its train scenes are trained on, its val scenes validate')
+    p.add_argument('--frames', default='memorize.txt',
+                   help=frames_help + '; a file name is looked up in each scene folder')
+    p.add_argument('--out', required=True, help='folder to write')
+    p.add_argument('--backbone', default='alike-n', choices=['alike-t', 'alike-n', 'alike-l'])
+    p.add_argument('--init', '--backbone-weights', dest='init', default='scratch',
+                   metavar='scratch|PATH', help='start from random weights or from these')
+    p.add_argument('--heads', default='region,landmark',
+                   help='heads trained per scene: region, landmark or region,landmark')
+    p.add_argument('--landmarks', type=int, default=150, help='landmarks per scene')
+    p.add_argument('--k1', type=int, default=16, help='level-1 regions per scene')
+    p.add_argument('--k2', type=int, default=16, help='level-2 regions per region')
+    p.add_argument('--hidden', type=int, default=128, help='width of the region heads')
+    p.add_argument('--iterations', type=int, default=5000)
+    p.add_argument('--batch-size', type=int, default=2,
+                   help='images per global batch (one scene), split over torchrun processes')
+    p.add_argument('--lr-backbone', type=float, default=3e-4,
+                   help='peak learning rate of the backbone (use ~1e-4 from ALIKE weights)')
+    p.add_argument('--lr-head', type=float, default=2e-3)
+    p.add_argument('--log-every', type=int, default=200,
+                   help='iterations between log rows and checkpoints')
+    p.add_argument('--val-every', type=int, default=1000,
+                   help='iterations between validations (0: none)')
+    p.add_argument('--val-scenes', type=int, default=2, help='val scenes used (corpus)')
+    p.add_argument('--val-iterations', type=int, default=300,
+                   help='head iterations when memorizing a val scene')
+    p.add_argument('--resume', action='store_true', help='continue from OUT/checkpoint.ckpt')
+    p.add_argument('--tensorboard', action='store_true',
+                   help='also write TensorBoard events to OUT/tb (needs pip install tensorboard)')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
+    p.add_argument('--quiet', action='store_true', help='no progress bars')
+
+
+def _init_distributed(device):
+    import torch
+    if int(os.environ.get('WORLD_SIZE', '1')) <= 1:   # not started by torchrun
+        return 0
+    backend = 'nccl' if device == 'cuda' or (device == 'auto' and torch.cuda.is_available()) \
+        else 'gloo'
+    torch.distributed.init_process_group(backend)
+    if backend == 'nccl':
+        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
+    return torch.distributed.get_rank()
+
+
+def _scenes(a):
+    roots, val = list(a.data), []
+    if a.corpus:
+        from scene_reloc_training.corpus import corpus_scenes
+        roots += corpus_scenes(a.corpus, 'train')   # never the held-out test scenes
+        val = corpus_scenes(a.corpus, 'val')[:a.val_scenes]
+    if not roots:
+        raise ValueError('no scenes: pass --data DIR... and/or --corpus corpus.json')
+    return roots, val
+
+
+def _backbone(a):
+    """(net being trained, extractor that selects landmarks)."""
+    import torch
+
+    from scene_reloc.backbones import FeatureExtractor
+    from scene_reloc.backbones.alike import ALIKE_CONFIGS, AlikeNet
+    if a.init == 'scratch':
+        torch.manual_seed(a.seed)
+        print('starting from random weights; landmarks are selected with the handcrafted '
+              'backbone', file=sys.stderr)
+        return AlikeNet(*ALIKE_CONFIGS[a.backbone]), FeatureExtractor('handcrafted',
+                                                                      device=a.device)
+    ex = FeatureExtractor(a.backbone, a.init, a.device)
+    return ex.net, ex
+
+
+def cmd_pretrain(a):
+    import torch
+
+    from scene_reloc_training.pretrain_backbone import train_whole_network
+    from scene_reloc_training.pretrain_data import few_shot_recall, prepare_scene, write_log
+    heads = tuple(h.strip() for h in a.heads.split(',') if h.strip())
+    if not heads or set(heads) - {'region', 'landmark'}:
+        raise ValueError(f'--heads must name region and / or landmark, got {a.heads!r}')
+    rank = _init_distributed(a.device)
+    cfg = PretrainConfig(a.backbone, a.init, heads, a.iterations, a.batch_size, a.lr_backbone,
+                         a.lr_head, a.landmarks, a.k1, a.k2, a.hidden, a.frames, a.seed)
+    roots, val = _scenes(a)
+    net, ex = _backbone(a)
+    scenes = []
+    for root in roots:
+        scenes.append(prepare_scene(root, a.frames, ex, heads, net.dim, a.landmarks, a.k1, a.k2,
+                                    cfg.hidden, a.seed, progress=not a.quiet and rank == 0))
+        if rank == 0 and not a.quiet:
+            print(f'{root}: {len(scenes[-1].images)} frames', file=sys.stderr)
+    os.makedirs(a.out, exist_ok=True)
+    run_info = {'config': json.dumps(asdict(cfg)), 'scenes': json.dumps(roots)}
+    tb = _tensorboard(a.out) if a.tensorboard and rank == 0 else None
+
+    def on_log(it, seconds, net_now, _heads):
+        row = {}
+        # the first log row at or after each multiple of --val-every, and the last one
+        if val and a.val_every and (it % a.val_every < a.log_every or it == a.iterations):
+            row = few_shot_recall(net_now, a.backbone, val, a.val_iterations, str(ex.device))
+        if tb is not None:
+            for k, v in row.items():
+                tb.add_scalar(k, v, it)
+        return row
+
+    net, _, history = train_whole_network(
+        net, scenes, a.iterations, a.batch_size, a.lr_backbone, a.lr_head, seed=a.seed,
+        device=ex.device, progress=not a.quiet, callback=on_log, every=a.log_every,
+        checkpoint=os.path.join(a.out, 'checkpoint.ckpt'), resume=a.resume, run_info=run_info,
+        after_log=lambda h: write_log(h, os.path.join(a.out, 'log.csv')))
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    if rank != 0:
+        return
+    weights = os.path.join(a.out, 'backbone.pth')
+    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, weights)
+    write_log(history, os.path.join(a.out, 'log.csv'), os.path.join(a.out, 'curves.png'))
+    if tb is not None:
+        for row in history:
+            tb.add_scalar('loss', row['loss'], row['iteration'])
+        tb.close()
+    with open(weights, 'rb') as f:
+        sha = hashlib.sha256(f.read()).hexdigest()
+    summary = {'weights': weights, 'weights_sha256': sha, 'backbone': a.backbone,
+               'config': asdict(cfg), 'scenes': roots, 'val_scenes': val,
+               'world_size': int(os.environ.get('WORLD_SIZE', '1')),
+               'command': ' '.join(sys.argv), 'history': history}
+    with open(os.path.join(a.out, 'pretrain.json'), 'w') as f:
+        json.dump(summary, f, indent=2)
+    short = {k: v for k, v in summary.items() if k not in ('history', 'scenes', 'val_scenes')}
+    print(json.dumps(short | {'scenes': len(roots), 'val_scenes': len(val)} | history[-1],
+                     indent=2))
+
+
+def _tensorboard(out):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise ValueError('--tensorboard needs the tensorboard package: pip install '
+                         'tensorboard') from e
+    return SummaryWriter(os.path.join(out, 'tb'))

@@ -1,0 +1,191 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Meta-learned start of the region classifier (Reptile), as SRC does for few-shot memorizing.
+
+Each episode is one training scene memorized the way ``memorize`` would (partition, frozen
+feature buffer), trained from the current start ``theta`` for a few SGD steps to ``phi``; the
+outer step moves ``theta`` toward the episodes' ``phi`` (Reptile, Nichol et al. 2018), with a
+linearly decaying step size. Region labels are arbitrary per scene, so what carries over is the
+trunk and the output layers' scale: a start from which a new scene's labels are learned fast.
+
+Under ``torchrun`` the episodes of one outer step are split over the ranks and their
+``phi - theta`` summed with all_reduce, so N processes compute what one process computes with
+the same meta-batch. Every episode's scene and batches depend only on (seed, outer step, slot).
+"""
+
+from dataclasses import asdict, dataclass
+import os
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from scene_reloc.partition import HierarchicalPartition
+from scene_reloc.region_head import RegionClassifier, RegionHeadConfig
+from scene_reloc_training.feature_buffer import build_buffer
+from scene_reloc_training.region_training import region_loss
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class MetaConfig:
+    """What decides a meta-learned start (stored in the head-init file)."""
+
+    outer_steps: int = 200
+    """Reptile outer steps."""
+    meta_batch: int = 2
+    """Episodes (scenes) per outer step, split over torchrun processes."""
+    inner_steps: int = 30
+    """Adam steps per episode."""
+    inner_lr: float = 3e-3
+    inner_batch: int = 512
+    """Buffer rows per inner step."""
+    outer_lr: float = 1.0
+    """Reptile step size at the start (decays linearly to 0)."""
+    k1: int = 64
+    k2: int = 64
+    hidden: int = 256
+    augmentations: int = 1
+    """Augmented views per frame in each scene's buffer."""
+    max_samples: int = 60_000
+    """Buffer rows kept per scene (memory)."""
+    seed: int = 0
+
+
+def scene_buffer(extractor, images, coords, feats, cfg, seed):
+    """Build a scene's feature buffer and head shape as ``memorize`` does."""
+    pts = np.concatenate([c[::4, ::4].reshape(-1, 3) for c in coords])
+    partition = HierarchicalPartition.build(pts, cfg.k1, cfg.k2, seed=seed)
+    buf = build_buffer(extractor, images, coords, feats, partition, cfg.augmentations, seed,
+                       progress=False)
+    n = buf['desc'].shape[0]
+    if n > cfg.max_samples:
+        keep = torch.from_numpy(np.random.default_rng(seed).choice(n, cfg.max_samples,
+                                                                   replace=False))
+        buf = {k: v[keep] for k, v in buf.items()}
+    return buf, (partition.k1, partition.k2)
+
+
+def adapt(theta, head_cfg, buffer, steps, lr, batch, seed, device):
+    """Train a copy of ``theta`` on one scene's buffer: the episode's ``phi`` and losses."""
+    model = RegionClassifier(head_cfg)
+    model.load_state_dict(theta)
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(int(seed))
+    n = buffer['desc'].shape[0]
+    losses = []
+    for _ in range(steps):
+        loss = region_loss(model, buffer, torch.randint(n, (batch,), generator=gen), device)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}, losses
+
+
+def episode_plan(seed, step, meta_batch, num_scenes):
+    """Scenes and inner-loop seeds of one outer step's episodes."""
+    rng = np.random.default_rng([seed, step])
+    return rng.integers(num_scenes, size=meta_batch), rng.integers(2 ** 31, size=meta_batch)
+
+
+def meta_train(buffers, head_cfg, cfg, device='cpu', progress=True, callback=None, every=50,
+               checkpoint=None, resume=False, run_info=None):
+    """
+    Reptile over the scenes' buffers (all with the head shape ``head_cfg``).
+
+    :param callback: ``callback(step, seconds, theta)`` on rank 0 every ``every`` outer steps;
+        a dict it returns joins that row of the history.
+    :return: (theta state dict, history list of dicts).
+    """
+    dist = torch.distributed
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    if cfg.meta_batch % world:
+        raise ValueError(f'the meta-batch ({cfg.meta_batch}) must split evenly over {world} '
+                         'processes')
+    local = range(rank * cfg.meta_batch // world, (rank + 1) * cfg.meta_batch // world)
+    torch.manual_seed(cfg.seed)
+    theta = {k: v.detach().clone() for k, v in RegionClassifier(head_cfg).state_dict().items()}
+    start, seconds, history = 0, 0.0, []
+    if resume and checkpoint and os.path.exists(checkpoint):
+        start, seconds, history, theta = _load(checkpoint, run_info)
+    inner_avg = float('nan')
+    bar = tqdm(range(start, cfg.outer_steps), desc='meta-training (Reptile)', unit='step',
+               initial=start, total=cfg.outer_steps, disable=not progress or rank != 0)
+    for step in bar:
+        t0 = time.perf_counter()
+        scenes, seeds = episode_plan(cfg.seed, step, cfg.meta_batch, len(buffers))
+        delta = {k: torch.zeros_like(v) for k, v in theta.items()}
+        last = []
+        for j in local:
+            phi, losses = adapt(theta, head_cfg, buffers[scenes[j]], cfg.inner_steps,
+                                cfg.inner_lr, cfg.inner_batch, seeds[j], device)
+            for k in delta:
+                delta[k] += phi[k] - theta[k]
+            last.append(losses[-1])
+        if distributed:
+            for k in sorted(delta):
+                dist.all_reduce(delta[k])
+        eps = cfg.outer_lr * (1.0 - step / cfg.outer_steps)
+        theta = {k: theta[k] + eps * delta[k] / cfg.meta_batch for k in theta}
+        seconds += time.perf_counter() - t0
+        v = float(np.mean(last))
+        inner_avg = v if np.isnan(inner_avg) else 0.9 * inner_avg + 0.1 * v
+        if (step + 1) % every == 0 or step + 1 == cfg.outer_steps:
+            row = {'step': step + 1, 'seconds': round(seconds, 2),
+                   'inner_final_loss': round(inner_avg, 4)}
+            if callback is not None and rank == 0:
+                row.update(callback(step + 1, seconds, theta) or {})
+            history.append(row)
+            bar.set_postfix(inner_loss=f'{inner_avg:.3f}')
+            if checkpoint and rank == 0:
+                tmp = checkpoint + '.tmp'
+                torch.save({'format': CHECKPOINT_FORMAT, 'run_info': run_info or {},
+                            'step': step + 1, 'seconds': seconds, 'history': history,
+                            'theta': theta}, tmp)
+                os.replace(tmp, checkpoint)
+            if distributed:
+                dist.barrier()
+    return theta, history
+
+
+def _load(path, run_info):
+    state = torch.load(path, map_location='cpu', weights_only=True)
+    if state.get('format') != CHECKPOINT_FORMAT:
+        raise ValueError(f'{path}: checkpoint format {state.get("format")}, expected '
+                         f'{CHECKPOINT_FORMAT}')
+    if state.get('run_info', {}) != (run_info or {}):
+        raise ValueError(f'{path} was written by a run with other settings; resume with the '
+                         'same settings, or remove the checkpoint to start over')
+    return int(state['step']), float(state['seconds']), list(state['history']), state['theta']
+
+
+def few_step_loss(theta, head_cfg, buffers, steps, cfg, device='cpu'):
+    """Mean training loss after ``steps`` inner steps over ``buffers``, from ``theta``."""
+    return float(np.mean([adapt(theta, head_cfg, b, steps, cfg.inner_lr, cfg.inner_batch,
+                                1000 + i, device)[1][-1] for i, b in enumerate(buffers)]))
+
+
+def head_config(in_dim, cfg):
+    return RegionHeadConfig(in_dim=in_dim, hidden=cfg.hidden, k1=cfg.k1, k2=cfg.k2)
+
+
+def config_dict(cfg):
+    return asdict(cfg)
