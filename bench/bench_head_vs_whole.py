@@ -43,10 +43,10 @@ from scene_reloc.geometry import pose_error
 from scene_reloc.landmark_head import LandmarkHeadConfig
 from scene_reloc.pnp import PnPConfig, solve_pnp
 from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder
-from scene_reloc_training.finetune_backbone import grid_features, SceneData, train_whole_network
 from scene_reloc_training.landmark_training import build_landmark_buffer, train_landmark_head
 from scene_reloc_training.landmarks import select_landmarks
 from scene_reloc_training.memorize_scene import MemorizeConfig, read_frames
+from scene_reloc_training.pretrain_backbone import grid_features, SceneData, train_whole_network
 from scene_reloc_training.synthetic_scene import write_synthetic_scene
 
 
@@ -123,11 +123,12 @@ def compare(name, mem, queries, weights, head_iters, whole_iters, seed=0):
     scene = SceneData(images, lms.xy, lms.visible, head_cfg)
     whole_curve = []
 
+    @torch.no_grad()
     def on_whole(it, seconds, net_, heads):
         def fn(img):
             x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
             return grid_features(net_, x)[0].permute(1, 2, 0)
-        r, med = recall(fn, heads[0], xyz, qs)
+        r, med = recall(fn, heads[0]['landmark'], xyz, qs)
         whole_curve.append((it, round(seconds, 2), r, med))
 
     train_whole_network(net, [scene], whole_iters, seed=seed, progress=False,

@@ -59,6 +59,8 @@ def add_parser(sub, frames_help):
     p.add_argument('--data', nargs='+', default=[], help='posed RGB-D folders, one a scene')
     p.add_argument('--corpus', metavar='JSON', help='corpus.json from scene-reloc make-corpus: '
                    'its train scenes are trained on, its val scenes validate')
+    p.add_argument('--max-scenes', type=int, default=0,
+                   help='train on the first N scenes only (0: all)')
     p.add_argument('--frames', default='memorize.txt',
                    help=frames_help + '; a file name is looked up in each scene folder')
     p.add_argument('--out', required=True, help='folder to write')
@@ -110,6 +112,8 @@ def _scenes(a):
         from scene_reloc_training.corpus import corpus_scenes
         roots += corpus_scenes(a.corpus, 'train')   # never the held-out test scenes
         val = corpus_scenes(a.corpus, 'val')[:a.val_scenes]
+    if a.max_scenes:
+        roots = roots[:a.max_scenes]
     if not roots:
         raise ValueError('no scenes: pass --data DIR... and/or --corpus corpus.json')
     return roots, val

@@ -143,7 +143,7 @@ def memorize(frames, out_path, cfg=MemorizeConfig(), resume=False, progress=True
     else:
         tensors, head_cfg, summary = _memorize_regions(
             images, coords, feats, extractor, cfg, out_path, resume, progress, t0)
-    return _write_map(out_path, tensors, head_cfg, summary, extractor, cfg, frames, frame_root)
+    return write_map(out_path, tensors, head_cfg, summary, extractor, cfg, frames, frame_root)
 
 
 def read_frames(frames, extractor, cfg, progress):
@@ -170,15 +170,37 @@ def read_frames(frames, extractor, cfg, progress):
     return images, coords, feats, depths
 
 
-def _memorize_regions(images, coords, feats, extractor, cfg, out_path, resume, progress, t0):
+def region_material(images, coords, feats, extractor, cfg, progress):
+    """
+    Everything the region classifier is trained on and packed with, built once per scene.
+
+    :return: dict with ``partition``, ``head_cfg``, ``points`` (xyz, desc, leaf offsets) and
+        ``buffer`` (see :func:`build_buffer`).
+    """
     # Partition every valid pixel's coordinate (strided), not only cell centres: finer coverage.
     pts = np.concatenate([c[::4, ::4].reshape(-1, 3) for c in coords])
     partition = HierarchicalPartition.build(pts, cfg.k1, cfg.k2, seed=cfg.seed)
     head_cfg = RegionHeadConfig(in_dim=extractor.descriptor_dim, hidden=cfg.hidden,
                                 k1=partition.k1, k2=partition.k2)
-    xyz_map, desc_map, offsets = select_map_points(feats, partition, cfg.points_per_leaf)
+    points = select_map_points(feats, partition, cfg.points_per_leaf)
     buffer = build_buffer(extractor, images, coords, feats, partition, cfg.augmentations,
                           cfg.seed, progress)
+    return {'partition': partition, 'head_cfg': head_cfg, 'points': points, 'buffer': buffer}
+
+
+def region_tensors(material, model):
+    """Map tensors of a trained region classifier: head, partition, map points."""
+    xyz_map, desc_map, offsets = material['points']
+    tensors = {f'head.{k}': v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    tensors.update(material['partition'].tensors())
+    tensors.update({'points.xyz': xyz_map, 'points.desc': desc_map,
+                    'points.leaf_offsets': offsets})
+    return tensors
+
+
+def _memorize_regions(images, coords, feats, extractor, cfg, out_path, resume, progress, t0):
+    material = region_material(images, coords, feats, extractor, cfg, progress)
+    head_cfg, buffer, partition = material['head_cfg'], material['buffer'], material['partition']
     t_buffer = time.perf_counter() - t0
     init, init_info = resolve_head_init(cfg.head_init, 'region_classifier', head_cfg,
                                         cfg.backbone, extractor.weights_sha256)
@@ -189,18 +211,14 @@ def _memorize_regions(images, coords, feats, extractor, cfg, out_path, resume, p
         extractor.device, checkpoint=out_path + '.ckpt', resume=resume, progress=progress,
         init_state=init)
     train_seconds = time.perf_counter() - t0
-    tensors = {f'head.{k}': v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    tensors.update(partition.tensors())
-    tensors.update({'points.xyz': xyz_map, 'points.desc': desc_map,
-                    'points.leaf_offsets': offsets})
     summary = {'train_seconds': round(train_seconds, 2),
                'buffer_seconds': round(t_buffer, 2),
                'buffer_samples': int(buffer['desc'].shape[0]),
-               'map_points': int(len(xyz_map)),
+               'map_points': int(len(material['points'][0])),
                'leaves_used': int(np.count_nonzero(np.isfinite(partition.leaf_centres[:, 0]))),
                **init_info,
                **{k: round(v, 4) for k, v in stats.items()}}
-    return tensors, head_cfg, summary
+    return region_tensors(material, model), head_cfg, summary
 
 
 def localizer_defaults(head):
@@ -211,7 +229,7 @@ def localizer_defaults(head):
     return LocalizerConfig()
 
 
-def _write_map(out_path, tensors, head_cfg, summary, extractor, cfg, frames, frame_root):
+def write_map(out_path, tensors, head_cfg, summary, extractor, cfg, frames, frame_root):
     cfg_dict = asdict(cfg)
     manifest = {
         'head_type': cfg.head,

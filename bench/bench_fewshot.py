@@ -1,0 +1,209 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Few-shot memorization: recall and median error against head-training steps and seconds.
+
+For (random start, meta-learned start) x (scratch backbone, ALIKE-n, our pretrained backbone),
+the region classifier is trained on each scene for several step budgets (each a full one-cycle
+run, as ``memorize --iterations N`` would), then localizes the scene's queries. Scenes: held-out
+(test split) synthetic scenes of the corpus and, with --data, 7-Scenes dev-20 / dev-10. The
+meta-learned starts are made here with ``scene-reloc meta-train`` on the corpus' train scenes
+unless OUT already holds them. Writes OUT/fewshot.json, OUT/fewshot.md and OUT/fewshot.png.
+
+  python bench/bench_fewshot.py --corpus out/corpus/corpus.json
+      --pretrained out/pretrain/backbone.pth --weights ../shared/weights
+      --data ../shared/data/7scenes_redkitchen_dev --out out/fewshot
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import torch
+
+from scene_reloc.backbones import FeatureExtractor
+from scene_reloc.backbones.alike import ALIKE_CONFIGS, AlikeNet
+from scene_reloc.relocalizer import Relocalizer
+from scene_reloc_training.corpus import corpus_scenes
+from scene_reloc_training.head_init import load_head_init
+from scene_reloc_training.memorize_scene import (
+    MemorizeConfig,
+    read_frames,
+    region_material,
+    region_tensors,
+    write_map,
+)
+from scene_reloc_training.pretrain_data import evaluate_frames, scene_frames
+from scene_reloc_training.region_training import train_region_head
+
+SCRIPT = os.path.join(os.path.dirname(sys.executable), 'scene-reloc')
+DEV = {'dev-20': ('0:700:35', '15:700:10'), 'dev-10': ('0:700:70', '15:700:10')}
+
+
+def backbones(a):
+    """Name -> ALIKE-n weights file."""
+    os.makedirs(a.out, exist_ok=True)
+    scratch = os.path.join(a.out, 'scratch-alike-n.pth')
+    if not os.path.exists(scratch):
+        torch.manual_seed(0)
+        torch.save(AlikeNet(*ALIKE_CONFIGS['alike-n']).state_dict(), scratch)
+    out = {'scratch': scratch, 'alike': os.path.join(a.weights, 'alike-n.pth'),
+           'pretrained': a.pretrained}
+    return {k: v for k, v in out.items() if k in a.backbones.split(',')}
+
+
+def meta_init(a, name, weights):
+    path = os.path.join(a.out, f'meta-{name}.safetensors')
+    seconds = None
+    if not os.path.exists(path):
+        t0 = time.perf_counter()
+        subprocess.run([SCRIPT, 'meta-train', '--corpus', a.corpus, '--backbone', 'alike-n',
+                        '--backbone-weights', weights, '--out', path, '--device', 'cpu',
+                        '--outer-steps', str(a.outer_steps)], check=True)
+        seconds = round(time.perf_counter() - t0, 1)
+    return path, seconds
+
+
+def scenes(a):
+    out = [(os.path.basename(r), scene_frames(r, 'memorize.txt'), scene_frames(r, 'query.txt'))
+           for r in corpus_scenes(a.corpus, 'test')[:a.test_scenes]]
+    if a.data:
+        for name, (mem, query) in DEV.items():
+            out.append((name, scene_frames(a.data, mem), scene_frames(a.data, query)))
+    return out
+
+
+def run_scene(a, scene, bb, weights, init_path):
+    name, mem, queries = scene
+    cfg = MemorizeConfig(backbone='alike-n', backbone_weights=weights, device='cpu')
+    ex = FeatureExtractor('alike-n', weights, 'cpu')
+    t0 = time.perf_counter()
+    images, coords, feats, _ = read_frames(mem, ex, cfg, False)
+    material = region_material(images, coords, feats, ex, cfg, False)
+    buffer_s = time.perf_counter() - t0
+    rows = []
+    for init in ('random', 'meta'):
+        state = load_head_init(init_path) if init == 'meta' else None
+        for steps in [int(s) for s in a.budgets.split(',')]:
+            t1 = time.perf_counter()
+            model, _ = train_region_head(material['buffer'], material['head_cfg'], steps,
+                                         cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.seed,
+                                         'cpu', progress=False, init_state=state)
+            train_s = time.perf_counter() - t1
+            path = os.path.join(a.out, 'maps', f'{name}-{bb}-{init}-{steps}.map')
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            write_map(path, region_tensors(material, model), material['head_cfg'],
+                      {'train_seconds': round(buffer_s + train_s, 2)}, ex, cfg, mem, '')
+            m = evaluate_frames(Relocalizer.from_file(path, weights, 'cpu'), queries)
+            rows.append({'scene': name, 'backbone': bb, 'init': init, 'steps': steps,
+                         'head_seconds': round(train_s, 2), 'buffer_seconds': round(buffer_s, 2),
+                         'recall_5cm_5deg': m['recall_5cm_5deg'],
+                         'median_cm': m['median_translation_cm'],
+                         'median_deg': m['median_rotation_deg']})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def summarize(rows):
+    """Per scene and backbone: random start's final recall; steps the meta start needs."""
+    out = []
+    for key in sorted({(r['scene'], r['backbone']) for r in rows}, key=str):
+        rr = [r for r in rows if (r['scene'], r['backbone']) == key]
+        rand = [r for r in rr if r['init'] == 'random']
+        meta = [r for r in rr if r['init'] == 'meta']
+        final = max(rand, key=lambda r: r['steps'])
+        reach = [r['steps'] for r in meta if r['recall_5cm_5deg'] >= final['recall_5cm_5deg']]
+        out.append({'scene': key[0], 'backbone': key[1], 'random_final_steps': final['steps'],
+                    'random_final_recall': final['recall_5cm_5deg'],
+                    'random_final_median_cm': final['median_cm'],
+                    'meta_final_recall': max(meta, key=lambda r: r['steps'])['recall_5cm_5deg'],
+                    'meta_steps_to_random_final': min(reach) if reach else None})
+    return out
+
+
+def plot(rows, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    names = list(dict.fromkeys(r['scene'] for r in rows))
+    fig, axes = plt.subplots(len(names), 2, figsize=(10, 3.0 * len(names)), squeeze=False)
+    colours = {'scratch': 'tab:grey', 'alike': 'tab:blue', 'pretrained': 'tab:green'}
+    for i, name in enumerate(names):
+        for bb in colours:
+            for init, ls in (('random', '--'), ('meta', '-')):
+                rr = sorted((r for r in rows if r['scene'] == name and r['backbone'] == bb
+                             and r['init'] == init), key=lambda r: r['steps'])
+                if not rr:
+                    continue
+                y = [r['recall_5cm_5deg'] for r in rr]
+                label = f'{bb}, {init} start'
+                axes[i, 0].plot([r['steps'] for r in rr], y, ls, color=colours[bb], marker='o',
+                                label=label)
+                axes[i, 1].plot([r['head_seconds'] for r in rr], y, ls, color=colours[bb],
+                                marker='o', label=label)
+        axes[i, 0].set(title=name, xlabel='head training steps', xscale='log',
+                       ylabel='recall 5 cm / 5 deg', ylim=(-0.02, 1.02))
+        axes[i, 1].set(title=name, xlabel='head training seconds (2 CPU cores)', xscale='log',
+                       ylim=(-0.02, 1.02))
+        for ax in axes[i]:
+            ax.grid(alpha=0.3)
+    axes[0, 1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--corpus', required=True, help='corpus.json (make-corpus)')
+    p.add_argument('--pretrained', required=True, help='backbone.pth from scene-reloc pretrain')
+    p.add_argument('--weights', required=True, help='folder with alike-n.pth')
+    p.add_argument('--data', help='7-Scenes redkitchen dev folder (dev-20 / dev-10 rows)')
+    p.add_argument('--out', default='out/fewshot')
+    p.add_argument('--test-scenes', type=int, default=2)
+    p.add_argument('--budgets', default='50,200,700,2000', help='head training steps')
+    p.add_argument('--backbones', default='scratch,alike,pretrained')
+    p.add_argument('--outer-steps', type=int, default=200, help='meta-train outer steps')
+    a = p.parse_args()
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    bbs = backbones(a)
+    inits = {bb: meta_init(a, bb, w) for bb, w in bbs.items()}
+    rows = []
+    for scene in scenes(a):
+        for bb, w in bbs.items():
+            rows += run_scene(a, scene, bb, w, inits[bb][0])
+    result = {'rows': rows, 'summary': summarize(rows),
+              'meta_train_seconds': {bb: v[1] for bb, v in inits.items()}}
+    with open(os.path.join(a.out, 'fewshot.json'), 'w') as f:
+        json.dump(result, f, indent=2)
+    lines = ['| scene | backbone | random: recall @ steps | random median cm | meta: recall @ '
+             "same steps | meta steps to random's final |", '|---|---|---|---|---|---|']
+    for s in result['summary']:
+        lines.append(f"| {s['scene']} | {s['backbone']} | {s['random_final_recall']:.3f} @ "
+                     f"{s['random_final_steps']} | {s['random_final_median_cm']} | "
+                     f"{s['meta_final_recall']:.3f} | {s['meta_steps_to_random_final']} |")
+    with open(os.path.join(a.out, 'fewshot.md'), 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    plot(rows, os.path.join(a.out, 'fewshot.png'))
+    print(json.dumps(result['summary'], indent=2))
+    print('\n'.join(lines))
+
+
+if __name__ == '__main__':
+    main()

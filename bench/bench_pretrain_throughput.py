@@ -1,0 +1,79 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Pretraining throughput on 1 and 2 processes (torchrun, DistributedDataParallel).
+
+Runs ``scene-reloc pretrain`` for a fixed number of iterations on the same global batch, alone
+and under ``torchrun --nproc_per_node 2``, and reads the training seconds (scene reading and
+labelling excluded) from each run's pretrain.json. One batch holds one scene, so scene-batches/s
+equals iterations/s. Prints one metrics JSON per run and the table.
+
+  python bench/bench_pretrain_throughput.py --corpus out/corpus/corpus.json --out out/throughput
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+SCRIPT = os.path.join(os.path.dirname(sys.executable), 'scene-reloc')
+TORCHRUN = os.path.join(os.path.dirname(sys.executable), 'torchrun')
+
+
+def run(a, procs, threads, device):
+    out = os.path.join(a.out, f'{device}-{procs}proc')
+    args = ['pretrain', '--corpus', a.corpus, '--out', out, '--iterations', str(a.iterations),
+            '--batch-size', str(a.batch_size), '--max-scenes', str(a.scenes), '--val-every',
+            '0', '--log-every', str(a.iterations), '--device', device, '--quiet']
+    cmd = [SCRIPT] + args if procs == 1 else [TORCHRUN, '--standalone', '--nproc_per_node',
+                                              str(procs), SCRIPT] + args
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    with open(os.path.join(out, 'pretrain.json')) as f:
+        seconds = json.load(f)['history'][-1]['seconds']
+    return {'device': device, 'processes': procs, 'threads_per_process': threads,
+            'global_batch': a.batch_size, 'iterations': a.iterations,
+            'train_seconds': seconds,
+            'images_per_s': round(a.iterations * a.batch_size / seconds, 2),
+            'scene_batches_per_s': round(a.iterations / seconds, 2)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--corpus', required=True)
+    p.add_argument('--out', default='out/throughput')
+    p.add_argument('--iterations', type=int, default=300)
+    p.add_argument('--batch-size', type=int, default=4, help='global batch (split over procs)')
+    p.add_argument('--scenes', type=int, default=8, help='train scenes read per process')
+    p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    a = p.parse_args()
+    cores = os.cpu_count() or 1
+    rows = [run(a, 1, cores, a.device), run(a, 2, max(1, cores // 2), a.device)]
+    for r in rows:
+        print(json.dumps(r))
+    print('| device | processes | threads each | global batch | images/s | scene-batches/s |')
+    print('|---|---|---|---|---|---|')
+    for r in rows:
+        print(f"| {r['device']} | {r['processes']} | {r['threads_per_process']} | "
+              f"{r['global_batch']} | {r['images_per_s']} | {r['scene_batches_per_s']} |")
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, 'throughput.json'), 'w') as f:
+        json.dump(rows, f, indent=2)
+
+
+if __name__ == '__main__':
+    main()
