@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
 DEMO_DIR ?= out/demo
 
-.PHONY: setup test lint demo bench bench-synthetic bench-node check-bags clean help
+.PHONY: setup test lint demo bench bench-synthetic bench-node check-bags corpus bench-fewshot \
+	bench-throughput shipped-weights clean help
 
 help:
 	@echo "make setup   - create $(VENV) with the pinned dependencies (idempotent)"
@@ -15,6 +16,9 @@ help:
 	@echo "make bench   - the real-data benchmark (needs DATA=... WEIGHTS=..., see README)"
 	@echo "make bench-node - the node under a 640x480 30 Hz camera for 5 minutes"
 	@echo "make check-bags - read the real ROS 2 bags (BAGS=...)"
+	@echo "make bench-fewshot - corpus, pretraining, meta-training, few-shot curves (~1 h)"
+	@echo "make bench-throughput - pretraining throughput on 1 and 2 processes"
+	@echo "make shipped-weights - re-make training/pretrained/ (the shipped meta-learned starts)"
 
 setup: $(STAMP)
 
@@ -49,6 +53,28 @@ bench-node: setup
 BAGS ?= ../shared/data/bags
 check-bags: setup
 	$(PY) bench/check_real_bags.py --bags $(BAGS)
+
+CLI := $(VENV)/bin/scene-reloc
+CORPUS := out/corpus/corpus.json
+corpus: setup
+	test -f $(CORPUS) || $(CLI) make-corpus --out out/corpus --scenes 60 --seed 0
+
+bench-fewshot: corpus
+	$(CLI) pretrain --corpus $(CORPUS) --out out/pt_alike --init $(WEIGHTS)/alike-n.pth \
+	    --iterations 2000 --lr-backbone 1e-4 --val-every 1000 --device cpu
+	$(PY) bench/bench_fewshot.py --corpus $(CORPUS) --pretrained out/pt_alike/backbone.pth \
+	    --weights $(WEIGHTS) --data $(DATA) --out out/fewshot
+
+bench-throughput: corpus
+	$(PY) bench/bench_pretrain_throughput.py --corpus $(CORPUS) --out out/throughput
+
+# The shipped starts: Reptile on the synthetic corpus (seed 0), for ALIKE-n's released weights
+# and for the handcrafted backbone. See training/pretrained/README.md.
+shipped-weights: corpus
+	$(CLI) meta-train --corpus $(CORPUS) --backbone alike-n --backbone-weights \
+	    $(WEIGHTS)/alike-n.pth --out training/pretrained/meta-alike-n.safetensors --device cpu
+	$(CLI) meta-train --corpus $(CORPUS) --backbone handcrafted \
+	    --out training/pretrained/meta-handcrafted.safetensors --device cpu
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache

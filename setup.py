@@ -30,6 +30,9 @@ setup(
     # The offline tooling lives in training/ and imports the core; it installs under a name of
     # its own so that nothing generic like "training" lands in site-packages.
     package_dir={'scene_reloc_training': 'training'},
+    # Weights the project trained itself on synthetic scenes (see training/pretrained/).
+    package_data={'scene_reloc_training': ['pretrained/*.safetensors', 'pretrained/*.pth',
+                                           'pretrained/*.json', 'pretrained/*.md']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
@@ -37,7 +40,7 @@ setup(
         ('share/' + package_name + '/config', glob('config/*.yaml') + glob('config/*.rviz')),
     ],
     install_requires=['setuptools'],
-    zip_safe=True,
+    zip_safe=False,   # the shipped weights are read from files
     maintainer='scene_reloc maintainers',
     maintainer_email='maintainers@scene-reloc.invalid',
     description='Single-image camera relocalization in a known scene (scene region '

@@ -63,5 +63,7 @@ def test_pretrain_on_a_corpus_trains_on_train_scenes_and_validates_on_val(tmp_pa
     held_out = corpus_scenes(str(corpus / 'corpus.json'), 'test')
     assert len(used) == 3 and len(val) == 1
     assert not set(used) & set(held_out) and not set(val) & (set(held_out) | set(used))
-    row = manifest['history'][-1]
-    assert 0.0 <= row['val_recall_5cm_5deg'] <= 1.0   # validation ran on the val scene
+    first, last = manifest['history'][0], manifest['history'][-1]
+    assert first['iteration'] == 0 and 'val_recall_5cm_5deg' in first   # the start, measured
+    assert last['iteration'] == 2
+    assert 0.0 <= last['val_recall_5cm_5deg'] <= 1.0   # validation ran on the val scene

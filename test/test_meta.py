@@ -38,8 +38,10 @@ from scene_reloc_training.meta_train import (
     adapt,
     episode_plan,
     few_step_loss,
+    META_LAYERS,
     meta_train,
     MetaConfig,
+    zero_label_layers,
 )
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), 'scene-reloc')
@@ -52,11 +54,16 @@ def test_one_reptile_step_with_unit_step_size_lands_on_the_adapted_weights():
                      k1=4, k2=4, hidden=32)
     theta, _ = meta_train(bufs, TOY, cfg, progress=False)
     torch.manual_seed(cfg.seed)
-    start = RegionClassifier(TOY).state_dict()
+    start = zero_label_layers(RegionClassifier(TOY).state_dict())
     scenes, seeds = episode_plan(cfg.seed, 0, 1, len(bufs))
     phi, losses = adapt(start, TOY, bufs[scenes[0]], 4, cfg.inner_lr, 64, seeds[0], 'cpu')
     for k in theta:
-        torch.testing.assert_close(theta[k], phi[k])
+        if k.startswith(META_LAYERS):   # what Reptile moves: to phi with a unit step
+            torch.testing.assert_close(theta[k], phi[k])
+        elif k.startswith('cls1.'):     # the level-1 classifier starts at zero
+            assert not theta[k].any() and phi[k].any(), k
+        else:                           # the level-2 branch keeps its random start
+            torch.testing.assert_close(theta[k], start[k])
     assert losses[-1] < losses[0]
 
 
@@ -69,7 +76,7 @@ def test_the_meta_learned_start_learns_held_out_scenes_faster_than_a_random_star
     random_start = RegionClassifier(TOY).state_dict()
     meta = few_step_loss(theta, TOY, held_out, 10, cfg)
     rand = few_step_loss(random_start, TOY, held_out, 10, cfg)
-    assert meta < 0.92 * rand, (meta, rand)   # measured: 2.09 against 2.35
+    assert meta < 0.95 * rand, (meta, rand)   # measured: 2.20 against 2.36
     assert [h['step'] for h in history] == [30, 60]
 
 

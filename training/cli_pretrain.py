@@ -158,6 +158,12 @@ def cmd_pretrain(a):
     run_info = {'config': json.dumps(asdict(cfg)), 'scenes': json.dumps(roots)}
     tb = _tensorboard(a.out) if a.tensorboard and rank == 0 else None
 
+    first = []   # validation of the starting backbone: the curve's first point
+    if val and a.val_every and rank == 0 and not (a.resume and os.path.exists(
+            os.path.join(a.out, 'checkpoint.ckpt'))):
+        first = [{'iteration': 0, 'seconds': 0.0, **few_shot_recall(
+            net, a.backbone, val, a.val_iterations, str(ex.device))}]
+
     def on_log(it, seconds, net_now, _heads):
         row = {}
         # the first log row at or after each multiple of --val-every, and the last one
@@ -172,17 +178,19 @@ def cmd_pretrain(a):
         net, scenes, a.iterations, a.batch_size, a.lr_backbone, a.lr_head, seed=a.seed,
         device=ex.device, progress=not a.quiet, callback=on_log, every=a.log_every,
         checkpoint=os.path.join(a.out, 'checkpoint.ckpt'), resume=a.resume, run_info=run_info,
-        after_log=lambda h: write_log(h, os.path.join(a.out, 'log.csv')))
+        after_log=lambda h: write_log(first + h, os.path.join(a.out, 'log.csv')))
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     if rank != 0:
         return
     weights = os.path.join(a.out, 'backbone.pth')
     torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, weights)
+    history = first + history
     write_log(history, os.path.join(a.out, 'log.csv'), os.path.join(a.out, 'curves.png'))
     if tb is not None:
         for row in history:
-            tb.add_scalar('loss', row['loss'], row['iteration'])
+            if 'loss' in row:
+                tb.add_scalar('loss', row['loss'], row['iteration'])
         tb.close()
     with open(weights, 'rb') as f:
         sha = hashlib.sha256(f.read()).hexdigest()

@@ -19,7 +19,8 @@ Each episode is one training scene memorized the way ``memorize`` would (partiti
 feature buffer), trained from the current start ``theta`` for a few SGD steps to ``phi``; the
 outer step moves ``theta`` toward the episodes' ``phi`` (Reptile, Nichol et al. 2018), with a
 linearly decaying step size. Region labels are arbitrary per scene, so what carries over is the
-trunk and the output layers' scale: a start from which a new scene's labels are learned fast.
+trunk (:data:`META_LAYERS`); the level-1 classifier starts at zero and the level-2 branch at
+its seeded random start, in every episode and in the result.
 
 Under ``torchrun`` the episodes of one outer step are split over the ranks and their
 ``phi - theta`` summed with all_reduce, so N processes compute what one process computes with
@@ -40,6 +41,19 @@ from scene_reloc_training.feature_buffer import build_buffer
 from scene_reloc_training.region_training import region_loss
 
 CHECKPOINT_FORMAT = 1
+# What Reptile learns: the trunk, the feature transform every scene's labels are read from. The
+# level-1 classifier (its rows are one scene's arbitrary labels) starts at zero, the "zero trick"
+# of Kao et al. 2022; the level-2 branch keeps its standard random start. Measured on held-out
+# synthetic scenes with ALIKE-n: moving every layer killed the level-2 ReLUs (leaf accuracy 1.7 %
+# after 2000 memorize steps, random start 59 %), and meta-learning the level-2 branch with
+# 30-step episodes slowed its later learning (16 % against 59 %).
+META_LAYERS = ('trunk.',)
+ZERO_LAYERS = ('cls1.',)
+
+
+def zero_label_layers(state):
+    """Return ``state`` with the level-1 classifier zeroed (other layers untouched)."""
+    return {k: torch.zeros_like(v) if k.startswith(ZERO_LAYERS) else v for k, v in state.items()}
 
 
 @dataclass
@@ -122,7 +136,8 @@ def meta_train(buffers, head_cfg, cfg, device='cpu', progress=True, callback=Non
                          'processes')
     local = range(rank * cfg.meta_batch // world, (rank + 1) * cfg.meta_batch // world)
     torch.manual_seed(cfg.seed)
-    theta = {k: v.detach().clone() for k, v in RegionClassifier(head_cfg).state_dict().items()}
+    theta = zero_label_layers({k: v.detach().clone()
+                               for k, v in RegionClassifier(head_cfg).state_dict().items()})
     start, seconds, history = 0, 0.0, []
     if resume and checkpoint and os.path.exists(checkpoint):
         start, seconds, history, theta = _load(checkpoint, run_info)
@@ -138,13 +153,15 @@ def meta_train(buffers, head_cfg, cfg, device='cpu', progress=True, callback=Non
             phi, losses = adapt(theta, head_cfg, buffers[scenes[j]], cfg.inner_steps,
                                 cfg.inner_lr, cfg.inner_batch, seeds[j], device)
             for k in delta:
-                delta[k] += phi[k] - theta[k]
+                if k.startswith(META_LAYERS):
+                    delta[k] += phi[k] - theta[k]
             last.append(losses[-1])
         if distributed:
             for k in sorted(delta):
                 dist.all_reduce(delta[k])
         eps = cfg.outer_lr * (1.0 - step / cfg.outer_steps)
-        theta = {k: theta[k] + eps * delta[k] / cfg.meta_batch for k in theta}
+        theta = zero_label_layers({k: theta[k] + eps * delta[k] / cfg.meta_batch
+                                   for k in theta})
         seconds += time.perf_counter() - t0
         v = float(np.mean(last))
         inner_avg = v if np.isnan(inner_avg) else 0.9 * inner_avg + 0.1 * v

@@ -115,7 +115,8 @@ def write_log(history, csv_path, png_path=None):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax[0].plot([r['iteration'] for r in history], [r['loss'] for r in history])
+    rows = [r for r in history if 'loss' in r]
+    ax[0].plot([r['iteration'] for r in rows], [r['loss'] for r in rows])
     ax[0].set(xlabel='iteration', ylabel='training loss (smoothed)', yscale='log')
     val = [r for r in history if 'val_recall_5cm_5deg' in r]
     if val:
