@@ -20,6 +20,7 @@ import sys
 
 
 def add_parser(sub, frames_help):
+    from scene_reloc_training.cli_pretrain import add_scene_arguments
     from scene_reloc_training.meta_train import MetaConfig
     d = MetaConfig()
     p = sub.add_parser(
@@ -33,11 +34,7 @@ def add_parser(sub, frames_help):
         'auto) when OUT lies in a folder of $SCENE_RELOC_HEAD_INITS or among the shipped '
         'starts. Runs under torchrun: the episodes of each outer step are split over the '
         'processes.')
-    p.add_argument('--data', nargs='+', default=[], help='posed RGB-D folders, one a scene')
-    p.add_argument('--corpus', metavar='JSON', help='corpus.json: train scenes are episodes, '
-                   'val scenes measure the start')
-    p.add_argument('--frames', default='memorize.txt',
-                   help=frames_help + '; a file name is looked up in each scene folder')
+    add_scene_arguments(p, frames_help)   # train scenes are episodes, val scenes measure
     p.add_argument('--out', required=True, help='head-init file to write (.safetensors)')
     p.add_argument('--backbone', default='alike-n',
                    help='backbone the start is for (as memorize --backbone)')
@@ -49,7 +46,6 @@ def add_parser(sub, frames_help):
                        help=f'default {v}' + ("; must equal memorize's to be used"
                                               if name in ('k1', 'k2', 'hidden') else ''))
     p.add_argument('--log-every', type=int, default=25, help='outer steps between log rows')
-    p.add_argument('--val-scenes', type=int, default=2)
     p.add_argument('--resume', action='store_true', help='continue from OUT.ckpt')
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
     p.add_argument('--quiet', action='store_true')
@@ -79,7 +75,7 @@ def cmd_meta_train(a):
     import torch
 
     from scene_reloc.backbones import FeatureExtractor
-    from scene_reloc_training.cli_pretrain import _init_distributed
+    from scene_reloc_training.cli_pretrain import init_distributed, scene_roots
     from scene_reloc_training.head_init import save_head_init
     from scene_reloc_training.meta_train import (
         config_dict,
@@ -90,14 +86,8 @@ def cmd_meta_train(a):
     )
     from scene_reloc_training.pretrain_data import write_log
     cfg = MetaConfig(**{k: getattr(a, k) for k in config_dict(MetaConfig())})
-    rank = _init_distributed(a.device)
-    roots, val = list(a.data), []
-    if a.corpus:
-        from scene_reloc_training.corpus import corpus_scenes
-        roots += corpus_scenes(a.corpus, 'train')
-        val = corpus_scenes(a.corpus, 'val')[:a.val_scenes]
-    if not roots:
-        raise ValueError('no scenes: pass --data DIR... and/or --corpus corpus.json')
+    rank = init_distributed(a.device)
+    roots, val = scene_roots(a)
     ex = FeatureExtractor(a.backbone, a.backbone_weights, a.device)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     progress = not a.quiet and rank == 0

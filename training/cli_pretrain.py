@@ -56,13 +56,7 @@ def add_parser(sub, frames_help):
         'with torchrun (DistributedDataParallel, gloo on CPU, NCCL on GPU): torchrun '
         '--nproc_per_node N $(which scene-reloc) pretrain ...; --batch-size is the global '
         'batch.')
-    p.add_argument('--data', nargs='+', default=[], help='posed RGB-D folders, one a scene')
-    p.add_argument('--corpus', metavar='JSON', help='corpus.json from scene-reloc make-corpus: '
-                   'its train scenes are trained on, its val scenes validate')
-    p.add_argument('--max-scenes', type=int, default=0,
-                   help='train on the first N scenes only (0: all)')
-    p.add_argument('--frames', default='memorize.txt',
-                   help=frames_help + '; a file name is looked up in each scene folder')
+    add_scene_arguments(p, frames_help)
     p.add_argument('--out', required=True, help='folder to write')
     p.add_argument('--backbone', default='alike-n', choices=['alike-t', 'alike-n', 'alike-l'])
     p.add_argument('--init', '--backbone-weights', dest='init', default='scratch',
@@ -83,7 +77,6 @@ def add_parser(sub, frames_help):
                    help='iterations between log rows and checkpoints')
     p.add_argument('--val-every', type=int, default=1000,
                    help='iterations between validations (0: none)')
-    p.add_argument('--val-scenes', type=int, default=2, help='val scenes used (corpus)')
     p.add_argument('--val-iterations', type=int, default=300,
                    help='head iterations when memorizing a val scene')
     p.add_argument('--resume', action='store_true', help='continue from OUT/checkpoint.ckpt')
@@ -94,19 +87,20 @@ def add_parser(sub, frames_help):
     p.add_argument('--quiet', action='store_true', help='no progress bars')
 
 
-def _init_distributed(device):
-    import torch
-    if int(os.environ.get('WORLD_SIZE', '1')) <= 1:   # not started by torchrun
-        return 0
-    backend = 'nccl' if device == 'cuda' or (device == 'auto' and torch.cuda.is_available()) \
-        else 'gloo'
-    torch.distributed.init_process_group(backend)
-    if backend == 'nccl':
-        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
-    return torch.distributed.get_rank()
+def add_scene_arguments(p, frames_help):
+    """Add the arguments that pick the training and validation scenes (pretrain, meta-train)."""
+    p.add_argument('--data', nargs='+', default=[], help='posed RGB-D folders, one a scene')
+    p.add_argument('--corpus', metavar='JSON', help='corpus.json from scene-reloc make-corpus: '
+                   'its train scenes are trained on, its val scenes validate')
+    p.add_argument('--max-scenes', type=int, default=0,
+                   help='train on the first N scenes only (0: all)')
+    p.add_argument('--val-scenes', type=int, default=2, help='val scenes used (corpus)')
+    p.add_argument('--frames', default='memorize.txt',
+                   help=frames_help + '; a file name is looked up in each scene folder')
 
 
-def _scenes(a):
+def scene_roots(a):
+    """Return (training scene folders, validation scene folders) from --data / --corpus."""
     roots, val = list(a.data), []
     if a.corpus:
         from scene_reloc_training.corpus import corpus_scenes
@@ -117,6 +111,19 @@ def _scenes(a):
     if not roots:
         raise ValueError('no scenes: pass --data DIR... and/or --corpus corpus.json')
     return roots, val
+
+
+def init_distributed(device):
+    """Join the torchrun process group when started by torchrun; return the rank."""
+    import torch
+    if int(os.environ.get('WORLD_SIZE', '1')) <= 1:   # not started by torchrun
+        return 0
+    backend = 'nccl' if device == 'cuda' or (device == 'auto' and torch.cuda.is_available()) \
+        else 'gloo'
+    torch.distributed.init_process_group(backend)
+    if backend == 'nccl':
+        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
+    return torch.distributed.get_rank()
 
 
 def _backbone(a):
@@ -143,10 +150,10 @@ def cmd_pretrain(a):
     heads = tuple(h.strip() for h in a.heads.split(',') if h.strip())
     if not heads or set(heads) - {'region', 'landmark'}:
         raise ValueError(f'--heads must name region and / or landmark, got {a.heads!r}')
-    rank = _init_distributed(a.device)
+    rank = init_distributed(a.device)
     cfg = PretrainConfig(a.backbone, a.init, heads, a.iterations, a.batch_size, a.lr_backbone,
                          a.lr_head, a.landmarks, a.k1, a.k2, a.hidden, a.frames, a.seed)
-    roots, val = _scenes(a)
+    roots, val = scene_roots(a)
     net, ex = _backbone(a)
     scenes = []
     for root in roots:
