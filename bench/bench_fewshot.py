@@ -126,7 +126,8 @@ def summarize(rows):
         rand = [r for r in rr if r['init'] == 'random']
         meta = [r for r in rr if r['init'] == 'meta']
         final = max(rand, key=lambda r: r['steps'])
-        reach = [r['steps'] for r in meta if r['recall_5cm_5deg'] >= final['recall_5cm_5deg']]
+        reach = [r['steps'] for r in meta if r['recall_5cm_5deg'] >= final['recall_5cm_5deg']
+                 and final['recall_5cm_5deg'] > 0]
         out.append({'scene': key[0], 'backbone': key[1], 'random_final_steps': final['steps'],
                     'random_final_recall': final['recall_5cm_5deg'],
                     'random_final_median_cm': final['median_cm'],
@@ -135,12 +136,34 @@ def summarize(rows):
     return out
 
 
+def table(rows, summary):
+    """Markdown: recall (median cm) per step budget, random and meta start side by side."""
+    budgets = sorted({r['steps'] for r in rows})
+    head = '| scene | backbone | start | ' + ' | '.join(f'{b} steps' for b in budgets)
+    lines = [head + " | meta steps to random's final recall |",
+             '|---|---|---|' + '---|' * len(budgets) + '---|']
+    for s in summary:
+        for init in ('random', 'meta'):
+            cells = []
+            for b in budgets:
+                r = next(r for r in rows if (r['scene'], r['backbone'], r['init'], r['steps'])
+                         == (s['scene'], s['backbone'], init, b))
+                med = f"{r['median_cm']:.2f} cm" if r['median_cm'] is not None else 'no pose'
+                cells.append(f"{r['recall_5cm_5deg']:.3f} ({med})")
+            reach = s['meta_steps_to_random_final'] if init == 'meta' else ''
+            if init == 'meta' and reach is None:
+                reach = 'not reached' if s['random_final_recall'] > 0 else 'n/a'
+            lines.append(f"| {s['scene']} | {s['backbone']} | {init} | " + ' | '.join(cells)
+                         + f' | {reach} |')
+    return lines
+
+
 def plot(rows, path):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     names = list(dict.fromkeys(r['scene'] for r in rows))
-    fig, axes = plt.subplots(len(names), 2, figsize=(10, 3.0 * len(names)), squeeze=False)
+    fig, axes = plt.subplots(len(names), 3, figsize=(14, 3.0 * len(names)), squeeze=False)
     colours = {'scratch': 'tab:grey', 'alike': 'tab:blue', 'pretrained': 'tab:green'}
     for i, name in enumerate(names):
         for bb in colours:
@@ -155,13 +178,19 @@ def plot(rows, path):
                                 label=label)
                 axes[i, 1].plot([r['head_seconds'] for r in rr], y, ls, color=colours[bb],
                                 marker='o', label=label)
+                med = [r['median_cm'] if r['median_cm'] is not None else float('nan')
+                       for r in rr]
+                axes[i, 2].plot([r['steps'] for r in rr], med, ls, color=colours[bb],
+                                marker='o', label=label)
         axes[i, 0].set(title=name, xlabel='head training steps', xscale='log',
                        ylabel='recall 5 cm / 5 deg', ylim=(-0.02, 1.02))
         axes[i, 1].set(title=name, xlabel='head training seconds (2 CPU cores)', xscale='log',
                        ylim=(-0.02, 1.02))
+        axes[i, 2].set(title=name, xlabel='head training steps', xscale='log',
+                       ylabel='median error cm (none: no pose)', yscale='log')
         for ax in axes[i]:
             ax.grid(alpha=0.3)
-    axes[0, 1].legend(fontsize=7)
+    axes[0, 1].legend(fontsize=7, handlelength=3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -180,24 +209,26 @@ def main():
                    help='head training steps (650: under a third of 2000, the default)')
     p.add_argument('--backbones', default='scratch,alike,pretrained')
     p.add_argument('--outer-steps', type=int, default=200, help='meta-train outer steps')
+    p.add_argument('--rows', metavar='JSON',
+                   help='only re-make the table and plot from an earlier fewshot.json')
     a = p.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    bbs = backbones(a)
-    inits = {bb: meta_init(a, bb, w) for bb, w in bbs.items()}
-    rows = []
-    for scene in scenes(a):
-        for bb, w in bbs.items():
-            rows += run_scene(a, scene, bb, w, inits[bb][0])
-    result = {'rows': rows, 'summary': summarize(rows),
-              'meta_train_seconds': {bb: v[1] for bb, v in inits.items()}}
+    if a.rows:
+        with open(a.rows) as f:
+            old = json.load(f)
+        rows, seconds = old['rows'], old['meta_train_seconds']
+    else:
+        bbs = backbones(a)
+        inits = {bb: meta_init(a, bb, w) for bb, w in bbs.items()}
+        rows = []
+        for scene in scenes(a):
+            for bb, w in bbs.items():
+                rows += run_scene(a, scene, bb, w, inits[bb][0])
+        seconds = {bb: v[1] for bb, v in inits.items()}
+    result = {'rows': rows, 'summary': summarize(rows), 'meta_train_seconds': seconds}
     with open(os.path.join(a.out, 'fewshot.json'), 'w') as f:
         json.dump(result, f, indent=2)
-    lines = ['| scene | backbone | random: recall @ steps | random median cm | meta: recall @ '
-             "same steps | meta steps to random's final |", '|---|---|---|---|---|---|']
-    for s in result['summary']:
-        lines.append(f"| {s['scene']} | {s['backbone']} | {s['random_final_recall']:.3f} @ "
-                     f"{s['random_final_steps']} | {s['random_final_median_cm']} | "
-                     f"{s['meta_final_recall']:.3f} | {s['meta_steps_to_random_final']} |")
+    lines = table(rows, result['summary'])
     with open(os.path.join(a.out, 'fewshot.md'), 'w') as f:
         f.write('\n'.join(lines) + '\n')
     plot(rows, os.path.join(a.out, 'fewshot.png'))

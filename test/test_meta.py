@@ -131,3 +131,23 @@ def test_meta_train_cli_then_memorize_starts_from_it_by_default(small_scene, tmp
     assert m['head_init'] == out
     manifest, _ = load_scene_map(str(tmp_path / 'm.map'))
     assert manifest['metrics']['head_init_sha256'] == m['head_init_sha256']
+
+
+def test_the_shipped_start_fits_memorize_defaults_with_the_released_alike_n_weights():
+    from scene_reloc.backbones.alike import ALIKE_CONFIGS, AlikeNet
+    from scene_reloc.weights import KNOWN_SHA256
+    from scene_reloc_training.head_init import SHIPPED
+    path = os.path.join(SHIPPED, 'meta-alike-n.safetensors')
+    meta = read_head_init_metadata(path)
+    d = MemorizeConfig()
+    head = RegionHeadConfig(in_dim=AlikeNet(*ALIKE_CONFIGS['alike-n']).dim, hidden=d.hidden,
+                            k1=d.k1, k2=d.k2)
+    state, info = resolve_head_init('auto', 'region_classifier', head, 'alike-n',
+                                    KNOWN_SHA256['alike-n'])
+    assert info['head_init'] == path and meta['backbone'] == 'alike-n'
+    model = RegionClassifier(head)
+    model.load_state_dict(state)                       # every tensor, every shape
+    assert not state['cls1.weight'].any()              # level-1 classifier starts at zero
+    assert all(torch.isfinite(v).all() for v in state.values())
+    # Any other weights for the same architecture get the random start.
+    assert resolve_head_init('auto', 'region_classifier', head, 'alike-n', '0' * 64)[0] is None
