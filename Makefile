@@ -18,7 +18,7 @@ help:
 	@echo "make check-bags - read the real ROS 2 bags (BAGS=...)"
 	@echo "make bench-fewshot - corpus, pretraining, meta-training, few-shot curves (~1 h)"
 	@echo "make bench-throughput - pretraining throughput on 1 and 2 processes"
-	@echo "make shipped-weights - re-make training/pretrained/ (the shipped meta-learned starts)"
+	@echo "make shipped-weights - re-make training/pretrained/ (the shipped meta-learned start)"
 
 setup: $(STAMP)
 
@@ -68,13 +68,12 @@ bench-fewshot: corpus
 bench-throughput: corpus
 	$(PY) bench/bench_pretrain_throughput.py --corpus $(CORPUS) --out out/throughput
 
-# The shipped starts: Reptile on the synthetic corpus (seed 0), for ALIKE-n's released weights
-# and for the handcrafted backbone. See training/pretrained/README.md.
+# The shipped start: Reptile on the synthetic corpus (seed 0) for ALIKE-n's released weights.
+# See training/pretrained/README.md.
 shipped-weights: corpus
 	$(CLI) meta-train --corpus $(CORPUS) --backbone alike-n --backbone-weights \
-	    $(WEIGHTS)/alike-n.pth --out training/pretrained/meta-alike-n.safetensors --device cpu
-	$(CLI) meta-train --corpus $(CORPUS) --backbone handcrafted \
-	    --out training/pretrained/meta-handcrafted.safetensors --device cpu
+	    $(WEIGHTS)/alike-n.pth --out training/pretrained/meta-alike-n.safetensors \
+	    --device cpu --outer-steps 200
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache
