@@ -73,7 +73,7 @@ bench-throughput: corpus
 shipped-weights: corpus
 	$(CLI) meta-train --corpus $(CORPUS) --backbone alike-n --backbone-weights \
 	    $(WEIGHTS)/alike-n.pth --out training/pretrained/meta-alike-n.safetensors \
-	    --device cpu --outer-steps 200
+	    --device cpu --outer-steps 200 --inner-steps 100
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache

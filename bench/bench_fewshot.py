@@ -73,7 +73,8 @@ def meta_init(a, name, weights):
     if not os.path.exists(path):
         subprocess.run([SCRIPT, 'meta-train', '--corpus', a.corpus, '--backbone', 'alike-n',
                         '--backbone-weights', weights, '--out', path, '--device', 'cpu',
-                        '--outer-steps', str(a.outer_steps)], check=True)
+                        '--outer-steps', str(a.outer_steps), '--inner-steps',
+                        str(a.inner_steps)], check=True)
     with open(path + '.json') as f:
         return path, json.load(f)['history'][-1]['seconds']
 
@@ -209,6 +210,8 @@ def main():
                    help='head training steps (650: under a third of 2000, the default)')
     p.add_argument('--backbones', default='scratch,alike,pretrained')
     p.add_argument('--outer-steps', type=int, default=200, help='meta-train outer steps')
+    p.add_argument('--inner-steps', type=int, default=100,
+                   help='meta-train steps per episode (the shipped start: 100)')
     p.add_argument('--rows', metavar='JSON',
                    help='only re-make the table and plot from an earlier fewshot.json')
     a = p.parse_args()

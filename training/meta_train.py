@@ -64,7 +64,7 @@ class MetaConfig:
     """Reptile outer steps."""
     meta_batch: int = 2
     """Episodes (scenes) per outer step, split over torchrun processes."""
-    inner_steps: int = 30
+    inner_steps: int = 100
     """Adam steps per episode."""
     inner_lr: float = 3e-3
     inner_batch: int = 512
