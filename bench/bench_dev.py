@@ -42,7 +42,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sift_peer import SiftPeer  # noqa: E402
 
-from scene_reloc.evaluation import compute_metrics, record_query  # noqa: E402
+from scene_reloc.evaluation import compute_metrics, localize_frames  # noqa: E402
 from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder  # noqa: E402
 from scene_reloc.relocalizer import Relocalizer  # noqa: E402
 from scene_reloc_training.memorize_scene import memorize, MemorizeConfig  # noqa: E402
@@ -55,22 +55,12 @@ PROTOCOLS = {
 }
 
 
-def evaluate(localize, queries):
-    """Warm up once, then time every query."""
-    localize(queries[0].load_color(), queries[0].K)
-    records = []
-    for fr in queries:
-        rgb = fr.load_color()
-        records.append(record_query(fr.stem, localize(rgb, fr.K), fr.load_pose()))
-    return records
-
-
 def run_ours(name, mem, queries, cfg, out_dir, plain_src=True):
     path = os.path.join(out_dir, f'{name.replace("/", "_")}-{cfg.backbone}.map')
     summary = memorize(mem, path, cfg, progress=False)
     reloc = Relocalizer.from_file(path, device=cfg.device)
     rows = [(f'{name} | ours ({cfg.backbone})', compute_metrics(
-        evaluate(reloc.localize, queries), train_seconds=summary['train_seconds'],
+        localize_frames(reloc.localize, queries), train_seconds=summary['train_seconds'],
         map_megabytes=summary['map_megabytes']))]
     if plain_src:
         # Plain SRC: every grid cell to its most likely leaf centre. Leaf centres are a few
@@ -79,7 +69,7 @@ def run_ours(name, mem, queries, cfg, out_dir, plain_src=True):
         reloc.config.pnp.max_reproj_error = 12.0
         reloc.config.max_reprojection_error = 10.0
         rows.append((f'{name} | SRC leaf centres ({cfg.backbone})', compute_metrics(
-            evaluate(reloc.localize, queries), train_seconds=summary['train_seconds'],
+            localize_frames(reloc.localize, queries), train_seconds=summary['train_seconds'],
             map_megabytes=summary['map_megabytes'])))
     return rows
 
@@ -90,7 +80,7 @@ def run_landmarks(name, mem, queries, cfg, out_dir):
     summary = memorize(mem, path, cfg, progress=False)
     reloc = Relocalizer.from_file(path, device=cfg.device)
     return [(f'{name} | SLD landmarks ({cfg.backbone})', compute_metrics(
-        evaluate(reloc.localize, queries), train_seconds=summary['train_seconds'],
+        localize_frames(reloc.localize, queries), train_seconds=summary['train_seconds'],
         map_megabytes=summary['map_megabytes']))]
 
 
@@ -98,7 +88,7 @@ def run_peer(name, mem, queries):
     peer = SiftPeer()
     train = peer.memorize(mem)
     return [(f'{name} | SIFT peer', compute_metrics(
-        evaluate(peer.localize, queries), train_seconds=round(train, 2),
+        localize_frames(peer.localize, queries), train_seconds=round(train, 2),
         map_megabytes=round(peer.map_megabytes, 3)))]
 
 

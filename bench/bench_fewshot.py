@@ -216,6 +216,7 @@ def main():
                    help='only re-make the table and plot from an earlier fewshot.json')
     a = p.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+    os.makedirs(a.out, exist_ok=True)
     if a.rows:
         with open(a.rows) as f:
             old = json.load(f)

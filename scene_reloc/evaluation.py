@@ -63,6 +63,16 @@ def record_query(stem, result, world_from_cam_true):
                        tuple(float(v) for v in world_from_cam_true[:3, 3]), nees)
 
 
+def localize_frames(localize, frames):
+    """
+    Localize posed frames with ``localize(rgb, K)``: one :class:`QueryRecord` each.
+
+    The first frame is localized once more beforehand, untimed (warm-up).
+    """
+    localize(frames[0].load_color(), frames[0].K)
+    return [record_query(f.stem, localize(f.load_color(), f.K), f.load_pose()) for f in frames]
+
+
 def _finite(x):
     return None if not math.isfinite(x) else round(float(x), 4)
 

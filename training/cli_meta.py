@@ -14,6 +14,7 @@
 
 """``scene-reloc meta-train``: the meta-learned start of the region classifier (Reptile)."""
 
+from dataclasses import asdict
 import json
 import os
 import sys
@@ -75,17 +76,12 @@ def cmd_meta_train(a):
     import torch
 
     from scene_reloc.backbones import FeatureExtractor
+    from scene_reloc.region_head import RegionClassifier, RegionHeadConfig
     from scene_reloc_training.cli_pretrain import init_distributed, scene_roots
     from scene_reloc_training.head_init import save_head_init
-    from scene_reloc_training.meta_train import (
-        config_dict,
-        few_step_loss,
-        head_config,
-        meta_train,
-        MetaConfig,
-    )
+    from scene_reloc_training.meta_train import few_step_loss, meta_train, MetaConfig
     from scene_reloc_training.pretrain_data import write_log
-    cfg = MetaConfig(**{k: getattr(a, k) for k in config_dict(MetaConfig())})
+    cfg = MetaConfig(**{k: getattr(a, k) for k in asdict(MetaConfig())})
     rank = init_distributed(a.device)
     roots, val = scene_roots(a)
     ex = FeatureExtractor(a.backbone, a.backbone_weights, a.device)
@@ -95,9 +91,8 @@ def cmd_meta_train(a):
     val_buffers = _buffers(val, a, ex, cfg, False) if rank == 0 else []
     if not buffers:
         raise ValueError('no usable training scene (see the messages above)')
-    head_cfg = head_config(ex.descriptor_dim, cfg)
+    head_cfg = RegionHeadConfig(ex.descriptor_dim, cfg.hidden, cfg.k1, cfg.k2)
     torch.manual_seed(cfg.seed)
-    from scene_reloc.region_head import RegionClassifier
     random_start = RegionClassifier(head_cfg).state_dict()
     baseline = (few_step_loss(random_start, head_cfg, val_buffers, cfg.inner_steps, cfg,
                               ex.device) if val_buffers else None)
@@ -108,7 +103,7 @@ def cmd_meta_train(a):
         return {'val_loss_after_inner_steps': round(few_step_loss(
             theta, head_cfg, val_buffers, cfg.inner_steps, cfg, ex.device), 4)}
 
-    run_info = {'config': json.dumps(config_dict(cfg)), 'scenes': json.dumps(roots),
+    run_info = {'config': json.dumps(asdict(cfg)), 'scenes': json.dumps(roots),
                 'backbone': a.backbone, 'weights': ex.weights_sha256 or ''}
     theta, history = meta_train(buffers, head_cfg, cfg, ex.device, progress, on_log,
                                 a.log_every, a.out + '.ckpt', a.resume, run_info)
@@ -116,7 +111,7 @@ def cmd_meta_train(a):
         torch.distributed.destroy_process_group()
     if rank != 0:
         return
-    info = {'method': 'reptile', 'config': config_dict(cfg), 'scenes': len(buffers),
+    info = {'method': 'reptile', 'config': asdict(cfg), 'scenes': len(buffers),
             'command': 'scene-reloc ' + ' '.join(sys.argv[1:]),
             'val_loss_random_start': baseline,
             'val_loss_meta_start': history[-1].get('val_loss_after_inner_steps')}

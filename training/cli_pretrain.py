@@ -15,7 +15,6 @@
 """``scene-reloc pretrain``: one backbone trained across many scenes, heads per scene."""
 
 from dataclasses import asdict, dataclass
-import hashlib
 import json
 import os
 import sys
@@ -145,6 +144,7 @@ def _backbone(a):
 def cmd_pretrain(a):
     import torch
 
+    from scene_reloc.backbones import sha256_of_file
     from scene_reloc_training.pretrain_backbone import train_whole_network
     from scene_reloc_training.pretrain_data import few_shot_recall, prepare_scene, write_log
     heads = tuple(h.strip() for h in a.heads.split(',') if h.strip())
@@ -199,10 +199,8 @@ def cmd_pretrain(a):
             if 'loss' in row:
                 tb.add_scalar('loss', row['loss'], row['iteration'])
         tb.close()
-    with open(weights, 'rb') as f:
-        sha = hashlib.sha256(f.read()).hexdigest()
-    summary = {'weights': weights, 'weights_sha256': sha, 'backbone': a.backbone,
-               'config': asdict(cfg), 'scenes': roots, 'val_scenes': val,
+    summary = {'weights': weights, 'weights_sha256': sha256_of_file(weights),
+               'backbone': a.backbone, 'config': asdict(cfg), 'scenes': roots, 'val_scenes': val,
                'world_size': int(os.environ.get('WORLD_SIZE', '1')),
                'command': ' '.join(sys.argv), 'history': history}
     with open(os.path.join(a.out, 'pretrain.json'), 'w') as f:

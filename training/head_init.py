@@ -28,7 +28,8 @@ import os
 
 from safetensors import safe_open
 from safetensors.torch import save_file
-import torch
+
+from scene_reloc.backbones import sha256_of_file
 
 KIND = 'scene_reloc.head_init'
 FORMAT = '1'
@@ -97,7 +98,7 @@ def resolve_head_init(setting, head_type, head_cfg, backbone, backbone_sha256):
         if why:
             raise ValueError(f'--head-init {setting} does not fit this map: {why}')
         return load_head_init(setting), {'head_init': os.path.abspath(setting),
-                                         'head_init_sha256': _sha256(setting)}
+                                         'head_init_sha256': sha256_of_file(setting)}
     for folder in search_path():
         if not os.path.isdir(folder):
             continue
@@ -111,16 +112,5 @@ def resolve_head_init(setting, head_type, head_cfg, backbone, backbone_sha256):
                 continue
             if not mismatch(meta, head_type, head_cfg, backbone, backbone_sha256):
                 return load_head_init(path), {'head_init': os.path.abspath(path),
-                                              'head_init_sha256': _sha256(path)}
+                                              'head_init_sha256': sha256_of_file(path)}
     return None, {'head_init': 'random (no meta-learned start fits this backbone and head)'}
-
-
-def _sha256(path):
-    import hashlib
-    with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def average_states(states):
-    """Element-wise mean of state dicts (used by Reptile's parallel outer step)."""
-    return {k: torch.stack([s[k].float() for s in states]).mean(0) for k in states[0]}

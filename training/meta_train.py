@@ -27,7 +27,7 @@ Under ``torchrun`` the episodes of one outer step are split over the ranks and t
 the same meta-batch. Every episode's scene and batches depend only on (seed, outer step, slot).
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 import os
 import time
 
@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from scene_reloc.partition import HierarchicalPartition
-from scene_reloc.region_head import RegionClassifier, RegionHeadConfig
+from scene_reloc.region_head import RegionClassifier
 from scene_reloc_training.feature_buffer import build_buffer
 from scene_reloc_training.region_training import region_loss
 
@@ -198,11 +198,3 @@ def few_step_loss(theta, head_cfg, buffers, steps, cfg, device='cpu'):
     """Mean training loss after ``steps`` inner steps over ``buffers``, from ``theta``."""
     return float(np.mean([adapt(theta, head_cfg, b, steps, cfg.inner_lr, cfg.inner_batch,
                                 1000 + i, device)[1][-1] for i, b in enumerate(buffers)]))
-
-
-def head_config(in_dim, cfg):
-    return RegionHeadConfig(in_dim=in_dim, hidden=cfg.hidden, k1=cfg.k1, k2=cfg.k2)
-
-
-def config_dict(cfg):
-    return asdict(cfg)

@@ -35,7 +35,7 @@ from torch import nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from scene_reloc.backbones import grid_centres
+from scene_reloc.backbones import grid_centres, grid_descriptors
 from scene_reloc.landmark_head import focal_heatmap_loss, heatmap_targets, LandmarkDetector
 from scene_reloc.region_head import RegionClassifier
 from scene_reloc_training.augment import augment_sample
@@ -59,12 +59,7 @@ class SceneData:
 
 def grid_features(net, x_B3HW):
     """Backbone descriptors at the 1/8 grid, with gradients: (B, D, Hc, Wc)."""
-    levels, (H, W), padded = net(x_B3HW)
-    g = grid_centres(H, W).to(x_B3HW.device)
-    hc, wc = g.shape[:2]
-    pts = g.reshape(1, -1, 2).expand(x_B3HW.shape[0], -1, -1)
-    d = net.sample(levels, padded, pts)
-    return d.reshape(-1, hc, wc, d.shape[-1]).permute(0, 3, 1, 2)
+    return grid_descriptors(net, x_B3HW).permute(0, 3, 1, 2)
 
 
 def augmented_samples(scene, idx, rngs, device, margin=4):

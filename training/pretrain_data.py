@@ -21,7 +21,7 @@ import tempfile
 import numpy as np
 import torch
 
-from scene_reloc.evaluation import compute_metrics, record_query
+from scene_reloc.evaluation import compute_metrics, localize_frames
 from scene_reloc.landmark_head import LandmarkHeadConfig
 from scene_reloc.partition import HierarchicalPartition
 from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder
@@ -67,9 +67,7 @@ def prepare_scene(root, frames_spec, extractor, heads, out_dim, landmarks=150, k
 
 def evaluate_frames(reloc, frames):
     """Localize ``frames`` with a :class:`Relocalizer`; metrics JSON against their poses."""
-    reloc.localize(frames[0].load_color(), frames[0].K)   # warm-up, not timed
-    return compute_metrics([record_query(f.stem, reloc.localize(f.load_color(), f.K),
-                                         f.load_pose()) for f in frames])
+    return compute_metrics(localize_frames(reloc.localize, frames))
 
 
 def few_shot_recall(net, backbone, roots, iterations=300, device='cpu',

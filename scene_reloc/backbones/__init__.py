@@ -76,6 +76,16 @@ def grid_centres(height, width, stride=GRID_STRIDE):
     return torch.stack([gx, gy], dim=-1)
 
 
+def grid_descriptors(net, images_B3HW):
+    """Descriptors of ``net`` at the 1/8 grid cell centres, (B, Hc, Wc, D); keeps gradients."""
+    levels, (H, W), padded = net(images_B3HW)
+    g = grid_centres(H, W).to(images_B3HW.device)
+    hc, wc = g.shape[:2]
+    pts = g.reshape(1, -1, 2).expand(images_B3HW.shape[0], -1, -1)
+    d = net.sample(levels, padded, pts)
+    return d.reshape(-1, hc, wc, d.shape[-1])
+
+
 class FeatureExtractor:
     """
     A named backbone on a device, frozen, in eval mode.
@@ -132,11 +142,7 @@ class FeatureExtractor:
     @torch.inference_mode()
     def grid_features(self, images_B3HW):
         """Descriptors at the 1/8 grid cell centres: (B, Hc, Wc, D)."""
-        levels, (H, W), padded = self.net(images_B3HW)
-        g = grid_centres(H, W).to(self.device)
-        hc, wc = g.shape[:2]
-        pts = g.reshape(1, -1, 2).expand(images_B3HW.shape[0], -1, -1)
-        return self.net.sample(levels, padded, pts).reshape(-1, hc, wc, self.descriptor_dim)
+        return grid_descriptors(self.net, images_B3HW)
 
     @torch.inference_mode()
     def extract(self, image_rgb_u8, max_keypoints=2048):
