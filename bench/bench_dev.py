@@ -93,11 +93,13 @@ def run_peer(name, mem, queries):
 
 
 def table(rows):
-    head = ('| protocol / method | median cm | median deg | recall 5cm/5deg | recall 2cm/2deg | '
-            'memorize s | s/query p50 | s/query p95 | map MB |\n' + '|---' * 9 + '|\n')
+    head = ('| protocol / method | median cm | median deg | rotation bias deg | '
+            'recall 5cm/5deg | recall 2cm/2deg | memorize s | s/query p50 | s/query p95 | '
+            'map MB |\n' + '|---' * 10 + '|\n')
     lines = []
     for label, m in rows:
         lines.append(f'| {label} | {m["median_translation_cm"]} | {m["median_rotation_deg"]} | '
+                     f'{m.get("rotation_bias_deg")} | '
                      f'{m["recall_5cm_5deg"]:.1%} | {m["recall_2cm_2deg"]:.1%} | '
                      f'{m.get("train_seconds")} | {m["seconds_per_query_p50"]} | '
                      f'{m["seconds_per_query_p95"]} | {m.get("map_megabytes")} |')

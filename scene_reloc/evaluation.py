@@ -24,7 +24,12 @@ import math
 
 import numpy as np
 
-from scene_reloc.geometry import pose_error
+from scene_reloc.geometry import (
+    matrix_to_rotvec,
+    pose_error,
+    rotation_error_rotvec,
+    rotvec_to_matrix,
+)
 
 
 @dataclass
@@ -42,13 +47,18 @@ class QueryRecord:
     position_true: tuple
     nees_translation: float = math.nan
     """Position error squared in the metric of the estimated covariance (e^T C^-1 e)."""
+    rotation_error_cam: tuple | None = None
+    """Signed rotation error, rotvec of ``cam_true_from_cam_est`` in radians (localized only)."""
 
 
 def record_query(stem, result, world_from_cam_true):
     """Compare a :class:`RelocResult` with the true pose."""
     nees = math.nan
+    rotvec = None
     if result.success:
         t, r = pose_error(result.world_from_cam, world_from_cam_true)
+        rotvec = tuple(float(v) for v in
+                       rotation_error_rotvec(result.world_from_cam, world_from_cam_true))
         est = tuple(float(v) for v in result.world_from_cam[:3, 3])
         if result.covariance is not None:
             e = result.world_from_cam[:3, 3] - world_from_cam_true[:3, 3]
@@ -60,7 +70,7 @@ def record_query(stem, result, world_from_cam_true):
         t, r, est = math.inf, math.inf, None
     return QueryRecord(stem, bool(result.success), result.reason, t, r, float(result.seconds),
                        int(result.num_inliers), est,
-                       tuple(float(v) for v in world_from_cam_true[:3, 3]), nees)
+                       tuple(float(v) for v in world_from_cam_true[:3, 3]), nees, rotvec)
 
 
 def localize_frames(localize, frames):
@@ -108,5 +118,33 @@ def compute_metrics(records, **extra):
         # A consistent covariance gives a chi-square(3) NEES: mean 3, 95 % under 7.81.
         out['covariance_nees_mean'] = _finite(np.mean(nees))
         out['covariance_nees_within_95'] = round(float(np.mean(nees <= 7.815)), 4)
+    out.update(rotation_bias(records))
     out.update(extra)
     return out
+
+
+def rotation_bias(records, max_error_deg=10.0):
+    """
+    Constant rotation bias of the estimates, and the rotation error once it is removed.
+
+    The bias is the mean signed rotation error in the camera frame over the localized queries
+    whose error is below ``max_error_deg`` (gross failures would dominate a mean). A
+    calibration or ground-truth offset shows up here; noise averages out.
+
+    :return: ``rotation_bias_cam_deg`` (x, y, z in degrees, camera axes), ``rotation_bias_deg``
+        (its norm) and ``median_rotation_deg_unbiased`` (median over the same queries of the
+        error after removing the bias); empty when fewer than 3 queries qualify.
+    """
+    vecs = [np.asarray(r.rotation_error_cam) for r in records
+            if r.rotation_error_cam is not None and r.rotation_deg <= max_error_deg]
+    if len(vecs) < 3:
+        return {}
+    bias = np.mean(vecs, axis=0)
+    B_inv = rotvec_to_matrix(-bias)
+    unbiased = [np.degrees(np.linalg.norm(matrix_to_rotvec(rotvec_to_matrix(v) @ B_inv)))
+                for v in vecs]
+    return {
+        'rotation_bias_cam_deg': [round(float(v), 4) for v in np.degrees(bias)],
+        'rotation_bias_deg': round(float(np.degrees(np.linalg.norm(bias))), 4),
+        'median_rotation_deg_unbiased': round(float(np.median(unbiased)), 4),
+    }

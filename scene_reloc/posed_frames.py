@@ -31,6 +31,8 @@ import re
 import cv2
 import numpy as np
 
+from scene_reloc.geometry import nearest_rotation
+
 # Published 7-Scenes calibration, used for the original tree that ships no intrinsics file.
 SEVEN_SCENES_K = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]])
 INVALID_DEPTH_MM = (0, 65535)
@@ -99,6 +101,11 @@ def read_pose(path):
     R = T[:3, :3]
     if np.abs(R @ R.T - np.eye(3)).max() > 1e-3:
         raise DataError(f'pose {path} is not a rigid transform (rotation not orthonormal)')
+    # Real pose files are orthonormal only to ~1e-4 (7-Scenes); project onto SO(3) so that
+    # every consumer (scene coordinates, errors, TF quaternions) sees a true rotation.
+    T = T.copy()
+    T[:3, :3] = nearest_rotation(R)
+    T[3] = (0.0, 0.0, 0.0, 1.0)
     return T
 
 

@@ -16,6 +16,7 @@
 
 import csv
 import json
+import math
 import os
 
 import matplotlib
@@ -88,11 +89,14 @@ def write_report(records, metrics, out_dir, title='scene_reloc evaluation'):
     plt.close(fig)
     with open(os.path.join(out_dir, 'queries.csv'), 'w', newline='') as f:
         w = csv.writer(f)
+        # rot_x/y/z_deg: the signed rotation error (rotvec of cam_true_from_cam_est).
         w.writerow(['stem', 'success', 'reason', 'translation_cm', 'rotation_deg', 'seconds',
-                    'num_inliers'])
+                    'num_inliers', 'rot_x_deg', 'rot_y_deg', 'rot_z_deg'])
         for r in records:
+            rv = np.degrees(r.rotation_error_cam) if r.rotation_error_cam else [math.nan] * 3
             w.writerow([r.stem, int(r.success), r.reason, f'{r.translation_m * 100:.3f}',
-                        f'{r.rotation_deg:.3f}', f'{r.seconds:.4f}', r.num_inliers])
+                        f'{r.rotation_deg:.3f}', f'{r.seconds:.4f}', r.num_inliers,
+                        *(f'{v:.4f}' for v in rv)])
     with open(os.path.join(out_dir, 'metrics.json'), 'w') as f:
         json.dump(metrics, f, indent=2)
     rows = ''.join(f'<tr><td>{k}</td><td>{v}</td></tr>' for k, v in metrics.items())

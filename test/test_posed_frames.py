@@ -95,3 +95,15 @@ def test_bad_inputs_give_clear_errors(tmp_path):
         PosedFrameFolder(root)
     with pytest.raises(DataError, match='no frame'):
         PosedFrameFolder(str(tmp_path))
+
+
+def test_pose_rotations_are_projected_onto_so3(tmp_path):
+    from scene_reloc.geometry import look_at
+    from scene_reloc.posed_frames import read_pose
+    T = look_at([0.3, 0.1, 1.2], [2, 1, 1])
+    scaled = T.copy()
+    scaled[:3, :3] *= 0.9998                    # as in the 7-Scenes pose files
+    np.savetxt(tmp_path / 'p.pose.txt', scaled)
+    R = read_pose(str(tmp_path / 'p.pose.txt'))[:3, :3]
+    assert np.allclose(R.T @ R, np.eye(3), atol=1e-12)
+    assert np.allclose(R, T[:3, :3], atol=1e-12)
