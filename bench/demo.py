@@ -75,7 +75,7 @@ def main():
     robot_loop(scene_map, bag, os.path.join(a.out, 'node_poses.csv'))
     replay = os.path.join(a.out, 'replay')
     run(['replay-eval', '--bag', bag, '--map', scene_map, '--out', replay, '--quiet'])
-    est = os.path.abspath(os.path.join(replay, 'estimates.mcap'))
+    est = os.path.abspath(os.path.join(replay, 'estimates', 'estimates.mcap'))
     print(f'replay report: {os.path.abspath(os.path.join(replay, "report", "index.html"))}; '
           f'estimates for Foxglove/rviz: {est}')
 

@@ -148,7 +148,14 @@ def test_replay_eval_cli_writes_metrics_report_and_estimates(small_scene, small_
     m = json.loads(r.stdout)
     assert m['n_queries'] == len(query) and m['recall_5cm_5deg'] >= 0.9
     assert os.path.exists(os.path.join(out, 'report', 'index.html'))
-    topics = bag_topics(os.path.join(out, 'estimates.mcap'))
+    est = os.path.join(out, 'estimates')
+    assert os.path.isfile(os.path.join(est, 'estimates.mcap'))
+    topics = bag_topics(est)
     assert {'/reloc/pose', '/tf', '/ground_truth/pose'} <= set(topics)
-    n_est = sum(1 for _ in read_messages(os.path.join(out, 'estimates.mcap'), ['/reloc/pose']))
+    n_est = sum(1 for _ in read_messages(est, ['/reloc/pose']))
     assert n_est == m['n_localized']
+    # Again into the same folder: the old estimates bag is replaced, not nested or refused.
+    r = subprocess.run([SCRIPT, 'replay-eval', '--bag', bag, '--map', small_map[0], '--out', out,
+                        '--device', 'cpu', '--quiet'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(est)) == ['estimates.mcap', 'metadata.yaml']

@@ -54,7 +54,8 @@ def add_parsers(sub, frames_help):
                        'ground truth', description='Run the localizer over a bag offline '
                        '(deterministic), compare with the ground truth (/ground_truth/pose, or '
                        'TF map->camera_gt), write metrics.json, a report with plots and '
-                       'estimates.mcap (estimated poses and TF, for Foxglove or rviz).')
+                       'the bag estimates/ (estimated poses and TF; Foxglove opens estimates/estimates.mcap, '
+                       'ros2 bag play the folder).')
     p.add_argument('--bag', required=True)
     p.add_argument('--map', required=True, help='scene map file')
     p.add_argument('--out', default='out/replay', help='folder for the results')
@@ -98,7 +99,7 @@ def cmd_replay_eval(a):
                                   progress=not a.quiet, image_topic=a.image_topic,
                                   info_topic=a.camera_info_topic, gt_topic=a.gt_topic)
     print(json.dumps(metrics, indent=2))
-    print(f'report: {index}\nestimates: {out_bag}', file=sys.stderr)
+    print(f'report: {index}\nestimates (bag folder): {out_bag}', file=sys.stderr)
 
 
 def cmd_play(a):

@@ -22,6 +22,7 @@ estimated poses are written to an output bag (``/reloc/pose`` PoseWithCovariance
 """
 
 import os
+import shutil
 
 import numpy as np
 from tqdm import tqdm
@@ -129,16 +130,23 @@ def _write_estimate(writer, ns, world_frame, camera_frame, res):
 
 
 def run(bag, map_path, out_dir, backbone_weights=None, device='auto', progress=True, **kw):
-    """Replay, write metrics.json, the report and ``estimates.mcap`` under ``out_dir``."""
+    """
+    Replay, write metrics.json, the report and the ``estimates`` bag under ``out_dir``.
+
+    The estimates are a rosbag2 folder (``estimates/estimates.mcap`` + ``metadata.yaml``):
+    ``ros2 bag play`` takes the folder, Foxglove opens the ``.mcap`` inside it.
+    """
     import json
 
     from scene_reloc.relocalizer import Relocalizer
     from scene_reloc.report import write_report
     os.makedirs(out_dir, exist_ok=True)
     reloc = Relocalizer.from_file(map_path, backbone_weights, device)
-    out_bag = os.path.join(out_dir, 'estimates.mcap')
-    if os.path.exists(out_bag):
-        os.remove(out_bag)
+    out_bag = os.path.join(out_dir, 'estimates')
+    if os.path.isdir(out_bag):
+        shutil.rmtree(out_bag)
+    elif os.path.exists(out_bag):
+        raise FileExistsError(f'{out_bag} is a file, not an estimates bag; move it away')
     records, _ = replay_eval(bag, reloc, out_bag, progress=progress, **kw)
     if not records:
         raise ValueError(f'no image in {bag} had ground truth to compare with')
