@@ -25,6 +25,7 @@ setup(
         'scene_reloc',
         'scene_reloc.backbones',
         'scene_reloc.ros',
+        'scene_reloc.scene_models',
         'scene_reloc_training',
     ],
     # The offline tooling lives in training/ and imports the core; it installs under a name of

@@ -15,12 +15,13 @@
 """
 The core call: image + intrinsics -> camera pose in the scene, or a reason why not.
 
-Pipeline (one image):
-1. backbone: descriptors on keypoints (and on the 1/8 grid for the centroid mode);
-2. region classifier: the most likely leaves of the scene partition for each keypoint;
-3. in-leaf refinement: match the keypoint's descriptor against the few 3D map points stored in
-   those leaves (the leaf centre alone is a few centimetres off; the matched point is not);
-4. PnP + RANSAC (poselib), then gating on inlier count and reprojection error.
+Pipeline (one image), the same for every scene model:
+1. input checks;
+2. backbone features (keypoints and/or the 1/8 grid, as the scene model asks);
+3. the scene model (:mod:`scene_reloc.scene_models`, chosen by the map's ``head_type``):
+   features -> 2D-3D correspondences, optionally weighted;
+4. PnP + RANSAC (poselib), then gating on inlier count, reprojection error and conditioning,
+   and the covariance with its floor.
 """
 
 from dataclasses import dataclass, field, fields
@@ -28,14 +29,11 @@ import os
 import time
 
 import numpy as np
-import torch
 
-from scene_reloc.backbones import FeatureExtractor, grid_centres
-from scene_reloc.landmark_head import LandmarkDetector, LandmarkHeadConfig
-from scene_reloc.partition import HierarchicalPartition
+from scene_reloc.backbones import FeatureExtractor
 from scene_reloc.pnp import PnPConfig, solve_pnp
-from scene_reloc.region_head import RegionClassifier, RegionHeadConfig
 from scene_reloc.scene_map import load_scene_map
+from scene_reloc.scene_models import build_scene_model, FEATURES_KEYPOINTS
 from scene_reloc.weights import default_weights_path
 
 # Why a frame was not localized (RelocResult.reason).
@@ -138,104 +136,25 @@ class Relocalizer:
                 f'backbone weights {weights} (sha256 {self.extractor.weights_sha256}) are not '
                 f'the ones this map was memorized with (sha256 {bb["weights_sha256"]}); pass '
                 'the right file with --backbone-weights')
-        dev = self.extractor.device
-        self.head_type = manifest['head_type']
-        head_state = {k[5:]: torch.from_numpy(v) for k, v in tensors.items()
-                      if k.startswith('head.')}
-        if self.head_type == 'landmark_detector':
-            self.head = LandmarkDetector(LandmarkHeadConfig(**manifest['head']['config']))
-            self.head.load_state_dict(head_state)
-            self.head.eval().to(dev)
-            self.points_xyz = torch.from_numpy(tensors['landmarks.xyz']).to(dev)
-            desc = tensors.get('landmarks.desc')
-            self.landmark_desc = None if desc is None else \
-                torch.from_numpy(desc).to(dev).float() / 127.0
-        else:
-            self._init_region_classifier(manifest, tensors, head_state, dev)
+        self.scene_model = build_scene_model(manifest, tensors, self.extractor.device)
         defaults = manifest.get('localizer', {})
         self.config = config or LocalizerConfig.from_dict(defaults)
-
-    def _init_region_classifier(self, manifest, tensors, head_state, dev):
-        head_cfg = RegionHeadConfig(**manifest['head']['config'])
-        self.head = RegionClassifier(head_cfg)
-        self.head.load_state_dict(head_state)
-        self.head.eval().to(dev)
-        self.partition = HierarchicalPartition.from_tensors(tensors, head_cfg.k2)
-        self.leaf_centres = torch.from_numpy(self.partition.leaf_centres).to(dev)
-        self.points_xyz = torch.from_numpy(tensors['points.xyz']).to(dev)
-        self.points_desc = torch.from_numpy(tensors['points.desc']).to(dev)
-        self.leaf_offsets = torch.from_numpy(tensors['points.leaf_offsets']).to(dev)
-        counts = self.leaf_offsets[1:] - self.leaf_offsets[:-1]
-        self.max_points_per_leaf = int(counts.max()) if counts.numel() else 0
 
     @classmethod
     def from_file(cls, path, backbone_weights=None, device='auto', config=None):
         manifest, tensors = load_scene_map(path)
         return cls(manifest, tensors, backbone_weights, device, config)
 
-    def _keypoint_matches(self, feats):
-        """2D-3D correspondences from keypoints matched inside their predicted leaves."""
-        cfg = self.config
-        desc = feats.keypoint_desc
-        if desc.shape[0] == 0 or self.max_points_per_leaf == 0:
-            return np.zeros((0, 2)), np.zeros((0, 3))
-        leaf, prob = self.head.top_leaves(desc, cfg.top_regions, cfg.top_leaves)
-        start = self.leaf_offsets[leaf]                                    # (N, T)
-        count = self.leaf_offsets[leaf + 1] - start
-        count = torch.where(prob >= cfg.min_leaf_probability, count, torch.zeros_like(count))
-        P = self.max_points_per_leaf
-        ar = torch.arange(P, device=desc.device)
-        idx = start[..., None] + ar                                        # (N, T, P)
-        valid = ar < count[..., None]
-        idx = torch.where(valid, idx, torch.zeros_like(idx)).flatten(1)
-        valid = valid.flatten(1)
-        cand = self.points_desc[idx].float() / 127.0                       # (N, T*P, D)
-        sim = torch.einsum('nd,nkd->nk', desc, cand)
-        sim = torch.where(valid, sim, torch.full_like(sim, -2.0))
-        best, arg = sim.max(dim=1)
-        keep = best >= cfg.min_similarity
-        pidx = torch.gather(idx, 1, arg[:, None])[:, 0]
-        return (feats.keypoints[keep].cpu().numpy().astype(np.float64),
-                self.points_xyz[pidx[keep]].cpu().numpy().astype(np.float64))
+    @property
+    def head_type(self):
+        """The map's scene model (``region_classifier``, ``landmark_detector``, ...)."""
+        return self.scene_model.head_type
 
-    @torch.inference_mode()
-    def _landmark_matches(self, img):
-        """
-        2D-3D correspondences from the landmark heatmaps' peaks, with their confidences.
-
-        With ``refinement='keypoints'`` each peak moves to the keypoint within
-        ``snap_radius_px`` whose descriptor best matches the landmark's (the heatmap peak is
-        a few pixels off; a keypoint is sub-pixel), when that match is good enough.
-        """
-        cfg = self.config
-        if cfg.refinement == 'keypoints' and self.landmark_desc is not None:
-            feats = self.extractor.extract(img, cfg.max_keypoints)
-            grid = feats.grid_desc
-        else:
-            feats, grid = None, self.extractor.grid_features(self.extractor.to_tensor(img))[0]
-        xy, conf = self.head.detect(grid)
-        keep = conf >= cfg.min_landmark_confidence
-        if feats is not None and feats.keypoints.shape[0]:
-            d = torch.cdist(xy, feats.keypoints)                          # (L, N)
-            sim = self.landmark_desc @ feats.keypoint_desc.T               # (L, N)
-            sim = torch.where(d <= cfg.snap_radius_px, sim, torch.full_like(sim, -2.0))
-            best, arg = sim.max(dim=1)
-            snap = best >= cfg.min_similarity
-            xy = torch.where(snap[:, None], feats.keypoints[arg], xy)
-        return (xy[keep].cpu().numpy().astype(np.float64),
-                self.points_xyz[keep].cpu().numpy().astype(np.float64),
-                conf[keep].cpu().numpy().astype(np.float64))
-
-    def _centroid_matches(self, feats, image_hw):
-        """2D-3D correspondences from grid cells to their most likely leaf centre (SRC)."""
-        hc, wc, d = feats.grid_desc.shape
-        leaf, prob = self.head.top_leaves(feats.grid_desc.reshape(-1, d), 1, 1)
-        keep = prob[:, 0] >= self.config.min_leaf_probability
-        centres = self.leaf_centres[leaf[:, 0]]
-        keep &= torch.isfinite(centres).all(1)
-        xy = grid_centres(*image_hw).to(centres.device).reshape(-1, 2)
-        return (xy[keep].cpu().numpy().astype(np.float64),
-                centres[keep].cpu().numpy().astype(np.float64))
+    def features(self, image_rgb_u8):
+        """Backbone features of one image, as the scene model asks for them."""
+        if self.scene_model.features_needed(self.config) == FEATURES_KEYPOINTS:
+            return self.extractor.extract(image_rgb_u8, self.config.max_keypoints)
+        return self.extractor.extract_grid(image_rgb_u8)
 
     def localize(self, image_rgb_u8, K):
         """
@@ -252,15 +171,8 @@ class Relocalizer:
         if problem:
             return RelocResult(False, BAD_INPUT, detail=problem)
         H, W = img.shape[:2]
-        weights = None
-        if self.head_type == 'landmark_detector':
-            p2, p3, weights = self._landmark_matches(img)
-        else:
-            feats = self.extractor.extract(img, self.config.max_keypoints)
-            if self.config.refinement == 'keypoints':
-                p2, p3 = self._keypoint_matches(feats)
-            else:
-                p2, p3 = self._centroid_matches(feats, (H, W))
+        corr = self.scene_model.correspondences(self.features(img), (H, W), self.config)
+        p2, p3, weights = corr.points2d, corr.points3d, corr.weights
         n = len(p2)
         if n < max(4, self.config.min_inliers):
             return RelocResult(False, TOO_FEW_CORRESPONDENCES, num_correspondences=n,

@@ -30,14 +30,10 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from scene_reloc.scene_models import available_scene_models, scene_model_class
+
 FORMAT_VERSION = 1
 MANIFEST_KEY = 'scene_reloc_manifest'
-HEAD_TYPES = ('region_classifier', 'landmark_detector')
-REQUIRED_TENSORS = {
-    'region_classifier': ('partition.centres_l1', 'partition.leaf_centres', 'points.xyz',
-                          'points.desc', 'points.leaf_offsets'),
-    'landmark_detector': ('landmarks.xyz',),
-}
 
 
 class SceneMapError(ValueError):
@@ -95,9 +91,10 @@ def load_scene_map(path):
         raise SceneMapError(f'{path} has map format version {version}; this scene_reloc reads '
                             f'version {FORMAT_VERSION}: memorize the scene again')
     head = manifest.get('head_type')
-    if head not in HEAD_TYPES:
-        raise SceneMapError(f'{path}: unknown head type {head!r} (known: {HEAD_TYPES})')
-    missing = [k for k in REQUIRED_TENSORS[head] if k not in tensors]
+    known = available_scene_models()
+    if head not in known:
+        raise SceneMapError(f'{path}: unknown head type {head!r} (known: {known})')
+    missing = [k for k in scene_model_class(head).required_tensors if k not in tensors]
     if missing:
         raise SceneMapError(f'{path} lacks tensors {missing}')
     if tensors_sha256(tensors) != manifest.get('tensors_sha256'):

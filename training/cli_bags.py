@@ -54,8 +54,8 @@ def add_parsers(sub, frames_help):
                        'ground truth', description='Run the localizer over a bag offline '
                        '(deterministic), compare with the ground truth (/ground_truth/pose, or '
                        'TF map->camera_gt), write metrics.json, a report with plots and '
-                       'the bag estimates/ (estimated poses and TF; Foxglove opens estimates/estimates.mcap, '
-                       'ros2 bag play the folder).')
+                       'the bag estimates/ (estimated poses and TF; Foxglove opens '
+                       'estimates/estimates.mcap, ros2 bag play the folder).')
     p.add_argument('--bag', required=True)
     p.add_argument('--map', required=True, help='scene map file')
     p.add_argument('--out', default='out/replay', help='folder for the results')

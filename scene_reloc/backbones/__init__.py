@@ -145,6 +145,13 @@ class FeatureExtractor:
         return grid_descriptors(self.net, images_B3HW)
 
     @torch.inference_mode()
+    def extract_grid(self, image_rgb_u8):
+        """Grid descriptors for one image, without keypoint detection (keypoint fields empty)."""
+        grid = self.grid_features(self.to_tensor(image_rgb_u8))[0]
+        empty = torch.zeros((0,), device=grid.device)
+        return ImageFeatures(grid, empty.reshape(0, 2), empty, empty.reshape(0, grid.shape[-1]))
+
+    @torch.inference_mode()
     def extract(self, image_rgb_u8, max_keypoints=2048):
         """Grid descriptors and keypoints for one image."""
         x = self.to_tensor(image_rgb_u8)

@@ -365,7 +365,7 @@ class RelocNode(LifecycleNode):
             reloc = self.reloc
         if reloc is None:
             return
-        xyz = reloc.points_xyz.cpu().numpy()
+        xyz = reloc.scene_model.map_points()
         self.marker_pub.publish(messages.scene_markers(
             self.get_clock().now().to_msg(), self.p('global_frame_id'), xyz,
             self.p('max_marker_points')))

@@ -1,0 +1,87 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The scene model interface and the correspondences it returns."""
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+FEATURES_KEYPOINTS = 'keypoints'
+"""Keypoints with descriptors, plus the 1/8 grid descriptors (``FeatureExtractor.extract``)."""
+FEATURES_GRID = 'grid'
+"""The 1/8 grid descriptors alone (no keypoint detection)."""
+
+
+@dataclass
+class Correspondences:
+    """2D-3D correspondences of one image (float64 numpy arrays)."""
+
+    points2d: np.ndarray
+    """(N, 2) pixel coordinates (x, y) in the query image."""
+    points3d: np.ndarray
+    """(N, 3) scene points in the map frame."""
+    weights: np.ndarray | None = None
+    """(N,) confidences for weighted PnP, or None for unweighted."""
+
+    def __len__(self):
+        return len(self.points2d)
+
+
+class SceneModel(ABC):
+    """
+    One map's scene-specific part: a head on the frozen backbone plus its 3D geometry.
+
+    Subclasses set ``head_type`` (the manifest's name for them) and are built from the
+    manifest and the map's tensors (numpy arrays by name); they hold torch tensors on
+    ``device`` and must not change them after construction (queries may run on threads).
+    """
+
+    head_type = ''
+    required_tensors = ()
+    """Tensor names a map of this type must hold (checked when the map file loads)."""
+
+    def __init__(self, manifest, tensors, device):
+        self.device = torch.device(device)
+
+    @abstractmethod
+    def features_needed(self, config):
+        """
+        Say which backbone features :meth:`correspondences` needs under ``config``.
+
+        :return: :data:`FEATURES_KEYPOINTS` or :data:`FEATURES_GRID`.
+        """
+
+    @abstractmethod
+    def correspondences(self, features, image_hw, config):
+        """
+        Turn one image's features into 2D-3D correspondences.
+
+        :param features: :class:`~scene_reloc.backbones.ImageFeatures` (keypoint fields are
+            empty when :data:`FEATURES_GRID` was asked for).
+        :param image_hw: (height, width) of the image in pixels.
+        :param config: :class:`~scene_reloc.relocalizer.LocalizerConfig`.
+        :return: :class:`Correspondences`.
+        """
+
+    @abstractmethod
+    def map_points(self):
+        """Return the (N, 3) scene points of the map (float numpy), e.g. for rviz markers."""
+
+    @staticmethod
+    def head_state(tensors):
+        """Return the head's weights: the map's tensors named ``head.*``, unprefixed."""
+        return {k[5:]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith('head.')}

@@ -1,0 +1,106 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Scene region classification (SRC) with in-leaf keypoint matching.
+
+The head predicts, for each keypoint, the most likely leaves of the map's hierarchical
+partition of scene coordinates; the keypoint's descriptor is then matched against the few 3D
+map points stored in those leaves (the leaf centre alone is a few centimetres off; the matched
+point is not). With ``refinement='none'`` every 1/8 grid cell goes to its most likely leaf
+centre instead (plain SRC).
+"""
+
+import numpy as np
+import torch
+
+from scene_reloc.backbones import grid_centres
+from scene_reloc.partition import HierarchicalPartition
+from scene_reloc.region_head import RegionClassifier, RegionHeadConfig
+from scene_reloc.scene_models.base import Correspondences, FEATURES_KEYPOINTS, SceneModel
+
+
+class RegionClassifierModel(SceneModel):
+    """The region classifier with its partition and in-leaf map points."""
+
+    head_type = 'region_classifier'
+    required_tensors = ('partition.centres_l1', 'partition.leaf_centres', 'points.xyz',
+                        'points.desc', 'points.leaf_offsets')
+
+    def __init__(self, manifest, tensors, device):
+        super().__init__(manifest, tensors, device)
+        dev = self.device
+        head_cfg = RegionHeadConfig(**manifest['head']['config'])
+        self.head = RegionClassifier(head_cfg)
+        self.head.load_state_dict(self.head_state(tensors))
+        self.head.eval().to(dev)
+        self.partition = HierarchicalPartition.from_tensors(tensors, head_cfg.k2)
+        self.leaf_centres = torch.from_numpy(self.partition.leaf_centres).to(dev)
+        self.points_xyz = torch.from_numpy(tensors['points.xyz']).to(dev)
+        self.points_desc = torch.from_numpy(tensors['points.desc']).to(dev)
+        self.leaf_offsets = torch.from_numpy(tensors['points.leaf_offsets']).to(dev)
+        counts = self.leaf_offsets[1:] - self.leaf_offsets[:-1]
+        self.max_points_per_leaf = int(counts.max()) if counts.numel() else 0
+
+    def features_needed(self, config):
+        # Plain SRC uses only the grid, but takes it from the same pass as the keypoints so
+        # that both modes see identical grid descriptors (as measured in the benchmarks).
+        return FEATURES_KEYPOINTS
+
+    @torch.inference_mode()
+    def correspondences(self, features, image_hw, config):
+        if config.refinement == 'keypoints':
+            return self._keypoint_matches(features, config)
+        return self._centroid_matches(features, image_hw, config)
+
+    def map_points(self):
+        return self.points_xyz.cpu().numpy()
+
+    def _keypoint_matches(self, feats, cfg):
+        """Keypoints matched to the map points inside their predicted leaves."""
+        desc = feats.keypoint_desc
+        if desc.shape[0] == 0 or self.max_points_per_leaf == 0:
+            return Correspondences(np.zeros((0, 2)), np.zeros((0, 3)))
+        leaf, prob = self.head.top_leaves(desc, cfg.top_regions, cfg.top_leaves)
+        start = self.leaf_offsets[leaf]                                    # (N, T)
+        count = self.leaf_offsets[leaf + 1] - start
+        count = torch.where(prob >= cfg.min_leaf_probability, count, torch.zeros_like(count))
+        P = self.max_points_per_leaf
+        ar = torch.arange(P, device=desc.device)
+        idx = start[..., None] + ar                                        # (N, T, P)
+        valid = ar < count[..., None]
+        idx = torch.where(valid, idx, torch.zeros_like(idx)).flatten(1)
+        valid = valid.flatten(1)
+        cand = self.points_desc[idx].float() / 127.0                       # (N, T*P, D)
+        sim = torch.einsum('nd,nkd->nk', desc, cand)
+        sim = torch.where(valid, sim, torch.full_like(sim, -2.0))
+        best, arg = sim.max(dim=1)
+        keep = best >= cfg.min_similarity
+        pidx = torch.gather(idx, 1, arg[:, None])[:, 0]
+        return Correspondences(feats.keypoints[keep].cpu().numpy().astype(np.float64),
+                               self.points_xyz[pidx[keep]].cpu().numpy().astype(np.float64))
+
+    def _centroid_matches(self, feats, image_hw, cfg):
+        """Grid cells to their most likely leaf centre (plain SRC)."""
+        hc, wc, d = feats.grid_desc.shape
+        leaf, prob = self.head.top_leaves(feats.grid_desc.reshape(-1, d), 1, 1)
+        keep = prob[:, 0] >= cfg.min_leaf_probability
+        centres = self.leaf_centres[leaf[:, 0]]
+        keep &= torch.isfinite(centres).all(1)
+        xy = grid_centres(*image_hw).to(centres.device).reshape(-1, 2)
+        return Correspondences(xy[keep].cpu().numpy().astype(np.float64),
+                               centres[keep].cpu().numpy().astype(np.float64))
+
+
+SCENE_MODEL = RegionClassifierModel
