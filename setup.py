@@ -27,6 +27,10 @@ setup(
         'scene_reloc.ros',
         'scene_reloc.scene_models',
         'scene_reloc_training',
+        'scene_reloc_training.cli',
+        'scene_reloc_training.data',
+        'scene_reloc_training.learn',
+        'scene_reloc_training.memorize',
     ],
     # The offline tooling lives in training/ and imports the core; it installs under a name of
     # its own so that nothing generic like "training" lands in site-packages.

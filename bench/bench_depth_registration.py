@@ -41,7 +41,7 @@ import numpy as np
 
 from scene_reloc.geometry import invert_pose, project, transform_points
 from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder
-from scene_reloc_training.scene_coordinates import register_depth, scene_coordinate_image
+from scene_reloc_training.memorize.scene_coordinates import register_depth, scene_coordinate_image
 
 
 def edge_distance(rgb, depth_m, K, offset):
@@ -138,7 +138,7 @@ def main():
 
         from scene_reloc.evaluation import compute_metrics
         from scene_reloc.relocalizer import Relocalizer
-        from scene_reloc_training.memorize_scene import memorize, MemorizeConfig
+        from scene_reloc_training.memorize.memorize_scene import memorize, MemorizeConfig
         mem = folder.frames(parse_frame_list(PROTOCOLS['dev-20'][0], folder))
         queries = folder.frames(parse_frame_list(PROTOCOLS['dev-20'][1], folder))
         for name, (margin, off) in settings.items():

@@ -45,8 +45,8 @@ from sift_peer import SiftPeer  # noqa: E402
 from scene_reloc.evaluation import compute_metrics, localize_frames  # noqa: E402
 from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder  # noqa: E402
 from scene_reloc.relocalizer import Relocalizer  # noqa: E402
-from scene_reloc_training.memorize_scene import memorize, MemorizeConfig  # noqa: E402
-from scene_reloc_training.synthetic_scene import write_synthetic_scene  # noqa: E402
+from scene_reloc_training.data.synthetic_scene import write_synthetic_scene  # noqa: E402
+from scene_reloc_training.memorize.memorize_scene import memorize, MemorizeConfig  # noqa: E402
 
 PROTOCOLS = {
     'dev-20': ('0:700:35', '15:700:10'),

@@ -39,17 +39,17 @@ import torch
 from scene_reloc.backbones import FeatureExtractor
 from scene_reloc.backbones.alike import ALIKE_CONFIGS, AlikeNet
 from scene_reloc.relocalizer import Relocalizer
-from scene_reloc_training.corpus import corpus_scenes
-from scene_reloc_training.head_init import load_head_init
-from scene_reloc_training.memorize_scene import (
+from scene_reloc_training.learn.corpus import corpus_scenes
+from scene_reloc_training.learn.pretrain_data import evaluate_frames, scene_frames
+from scene_reloc_training.memorize.head_init import load_head_init
+from scene_reloc_training.memorize.memorize_scene import (
     MemorizeConfig,
     read_frames,
     region_material,
     region_tensors,
     write_map,
 )
-from scene_reloc_training.pretrain_data import evaluate_frames, scene_frames
-from scene_reloc_training.region_training import train_region_head
+from scene_reloc_training.memorize.region_training import train_region_head
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), 'scene-reloc')
 DEV = {'dev-20': ('0:700:35', '15:700:10'), 'dev-10': ('0:700:70', '15:700:10')}

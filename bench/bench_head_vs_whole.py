@@ -43,11 +43,18 @@ from scene_reloc.geometry import pose_error
 from scene_reloc.landmark_head import LandmarkHeadConfig
 from scene_reloc.pnp import PnPConfig, solve_pnp
 from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder
-from scene_reloc_training.landmark_training import build_landmark_buffer, train_landmark_head
-from scene_reloc_training.landmarks import select_landmarks
-from scene_reloc_training.memorize_scene import MemorizeConfig, read_frames
-from scene_reloc_training.pretrain_backbone import grid_features, SceneData, train_whole_network
-from scene_reloc_training.synthetic_scene import write_synthetic_scene
+from scene_reloc_training.data.synthetic_scene import write_synthetic_scene
+from scene_reloc_training.learn.pretrain_backbone import (
+    grid_features,
+    SceneData,
+    train_whole_network,
+)
+from scene_reloc_training.memorize.landmark_training import (
+    build_landmark_buffer,
+    train_landmark_head,
+)
+from scene_reloc_training.memorize.landmarks import select_landmarks
+from scene_reloc_training.memorize.memorize_scene import MemorizeConfig, read_frames
 
 
 class Resized:

@@ -87,7 +87,7 @@ def robot_loop(scene_map, bag, csv_path):
 
     from scene_reloc.geometry import pose_error
     from scene_reloc.ros.conversions import stamp_to_ns, transform_to_matrix
-    from scene_reloc_training.bags import read_messages
+    from scene_reloc_training.data.bags import read_messages
     gt = {stamp_to_ns(m.header.stamp): transform_to_matrix(m.pose)
           for _, _, m in read_messages(bag, ['/ground_truth/pose'])}
     env = dict(os.environ, ROS_DOMAIN_ID=str(os.environ.get('ROS_DOMAIN_ID', 17)),

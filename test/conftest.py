@@ -19,8 +19,8 @@ import os
 import pytest
 
 from scene_reloc.posed_frames import PosedFrameFolder
-from scene_reloc_training.memorize_scene import memorize, MemorizeConfig
-from scene_reloc_training.synthetic_scene import write_synthetic_scene
+from scene_reloc_training.data.synthetic_scene import write_synthetic_scene
+from scene_reloc_training.memorize.memorize_scene import memorize, MemorizeConfig
 
 SHARED = os.path.join(os.path.dirname(__file__), '..', '..', 'shared')
 

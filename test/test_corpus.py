@@ -22,7 +22,7 @@ import sys
 import pytest
 
 from scene_reloc.posed_frames import PosedFrameFolder
-from scene_reloc_training.corpus import corpus_scenes, make_corpus
+from scene_reloc_training.learn.corpus import corpus_scenes, make_corpus
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), 'scene-reloc')
 SMALL = dict(memorize=4, query=2, width=96, height=64, progress=False)

@@ -132,8 +132,8 @@ def test_cli_errors_are_one_clear_line(tmp_path, capsys):
 
 def test_resume_continues_an_interrupted_training(small_scene, tmp_path):
     from scene_reloc.scene_map import load_scene_map
-    from scene_reloc_training import region_training
-    from scene_reloc_training.memorize_scene import memorize, MemorizeConfig
+    from scene_reloc_training.memorize import region_training
+    from scene_reloc_training.memorize.memorize_scene import memorize, MemorizeConfig
     root, mem, _ = small_scene
     frames = PosedFrameFolder(root).frames(mem[:6])
     cfg = MemorizeConfig(**{**SMALL_CFG, 'iterations': 200, 'augmentations': 0})

@@ -30,10 +30,10 @@ from scene_reloc.pnp import PnPConfig, solve_pnp
 from scene_reloc.posed_frames import PosedFrameFolder
 from scene_reloc.relocalizer import Relocalizer
 from scene_reloc.scene_map import load_scene_map, save_scene_map, SceneMapError
-from scene_reloc_training.feature_buffer import extract_frame
-from scene_reloc_training.landmarks import select_landmarks, visibility
-from scene_reloc_training.memorize_scene import memorize, MemorizeConfig
-from scene_reloc_training.scene_coordinates import scene_coordinate_image
+from scene_reloc_training.memorize.feature_buffer import extract_frame
+from scene_reloc_training.memorize.landmarks import select_landmarks, visibility
+from scene_reloc_training.memorize.memorize_scene import memorize, MemorizeConfig
+from scene_reloc_training.memorize.scene_coordinates import scene_coordinate_image
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), 'scene-reloc')
 K = np.array([[200.0, 0, 159.5], [0, 200.0, 119.5], [0, 0, 1]])
@@ -152,7 +152,7 @@ def test_select_landmarks_cli_writes_a_plot(small_scene, tmp_path):
 
 def test_triangulated_tracks_land_on_the_surface(small_scene):
     """Without depth, pycolmap triangulates keypoint tracks from the known poses."""
-    from scene_reloc_training.triangulation import triangulated_candidates
+    from scene_reloc_training.memorize.triangulation import triangulated_candidates
     root, mem, _ = small_scene
     frames = PosedFrameFolder(root).frames(mem)
     ex = FeatureExtractor('handcrafted', device='cpu')

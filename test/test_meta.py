@@ -27,14 +27,7 @@ import torch
 from scene_reloc.posed_frames import PosedFrameFolder
 from scene_reloc.region_head import RegionClassifier, RegionHeadConfig
 from scene_reloc.scene_map import load_scene_map
-from scene_reloc_training.head_init import (
-    load_head_init,
-    read_head_init_metadata,
-    resolve_head_init,
-    save_head_init,
-)
-from scene_reloc_training.memorize_scene import memorize, MemorizeConfig
-from scene_reloc_training.meta_train import (
+from scene_reloc_training.learn.meta_train import (
     adapt,
     episode_plan,
     few_step_loss,
@@ -43,6 +36,13 @@ from scene_reloc_training.meta_train import (
     MetaConfig,
     zero_label_layers,
 )
+from scene_reloc_training.memorize.head_init import (
+    load_head_init,
+    read_head_init_metadata,
+    resolve_head_init,
+    save_head_init,
+)
+from scene_reloc_training.memorize.memorize_scene import memorize, MemorizeConfig
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), 'scene-reloc')
 TOY = RegionHeadConfig(in_dim=16, hidden=32, k1=4, k2=4)
@@ -136,7 +136,7 @@ def test_meta_train_cli_then_memorize_starts_from_it_by_default(small_scene, tmp
 def test_the_shipped_start_fits_memorize_defaults_with_the_released_alike_n_weights():
     from scene_reloc.backbones.alike import ALIKE_CONFIGS, AlikeNet
     from scene_reloc.weights import KNOWN_SHA256
-    from scene_reloc_training.head_init import SHIPPED
+    from scene_reloc_training.memorize.head_init import SHIPPED
     path = os.path.join(SHIPPED, 'meta-alike-n.safetensors')
     meta = read_head_init_metadata(path)
     d = MemorizeConfig()

@@ -30,7 +30,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from scene_reloc.geometry import pose_error
 from scene_reloc.posed_frames import PosedFrameFolder
 from scene_reloc.ros.conversions import stamp_to_ns, transform_to_matrix
-from scene_reloc_training.bags import bag_topics, dataset_to_bag, read_messages
+from scene_reloc_training.data.bags import bag_topics, dataset_to_bag, read_messages
 
 DOMAIN = 40 + os.getpid() % 50
 SCRIPT = os.path.join(os.path.dirname(sys.executable), 'scene-reloc')

@@ -28,10 +28,10 @@ import torch
 from scene_reloc.backbones import FeatureExtractor
 from scene_reloc.backbones.alike import ALIKE_CONFIGS, AlikeNet
 from scene_reloc.posed_frames import PosedFrameFolder
-from scene_reloc_training.augment import augment_with_landmarks
-from scene_reloc_training.memorize_scene import memorize, MemorizeConfig
-from scene_reloc_training.pretrain_backbone import grid_features, train_whole_network
-from scene_reloc_training.synthetic_scene import write_synthetic_scene
+from scene_reloc_training.data.synthetic_scene import write_synthetic_scene
+from scene_reloc_training.learn.pretrain_backbone import grid_features, train_whole_network
+from scene_reloc_training.memorize.augment import augment_with_landmarks
+from scene_reloc_training.memorize.memorize_scene import memorize, MemorizeConfig
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), 'scene-reloc')
 

@@ -15,8 +15,8 @@
 import numpy as np
 
 from scene_reloc.geometry import look_at
-from scene_reloc_training.augment import augment_view
-from scene_reloc_training.scene_coordinates import (
+from scene_reloc_training.memorize.augment import augment_view
+from scene_reloc_training.memorize.scene_coordinates import (
     depth_edge_mask,
     register_depth,
     scene_coordinate_image,

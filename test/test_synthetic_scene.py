@@ -19,7 +19,7 @@ import numpy as np
 
 from scene_reloc.geometry import backproject, invert_pose, pixel_grid, project, transform_points
 from scene_reloc.posed_frames import PosedFrameFolder
-from scene_reloc_training.synthetic_scene import SyntheticScene, write_synthetic_scene
+from scene_reloc_training.data.synthetic_scene import SyntheticScene, write_synthetic_scene
 
 
 def digest(root):

@@ -13,7 +13,14 @@
 # limitations under the License.
 
 """
-Offline tooling of scene_reloc: memorize a scene, make synthetic scenes, evaluate.
+Offline tooling of scene_reloc (installed as ``scene_reloc_training``).
+
+- ``cli/``: the ``scene-reloc`` command, one thin argparse module per command group (one
+  scene, data, pretraining, meta-training);
+- ``memorize/``: one scene from posed frames to a scene map (both scene models);
+- ``learn/``: across many scenes: the corpus, backbone pretraining, the meta-learned start;
+- ``data/``: synthetic scenes, ROS 2 bags in and out, offline replay of a bag;
+- ``pretrained/``: weights this project trained itself and ships.
 
 Imports the core (``scene_reloc``); nothing in the core imports this package.
 """

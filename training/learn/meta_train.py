@@ -37,8 +37,8 @@ from tqdm import tqdm
 
 from scene_reloc.partition import HierarchicalPartition
 from scene_reloc.region_head import RegionClassifier
-from scene_reloc_training.feature_buffer import build_buffer
-from scene_reloc_training.region_training import region_loss
+from scene_reloc_training.memorize.feature_buffer import build_buffer
+from scene_reloc_training.memorize.region_training import region_loss
 
 CHECKPOINT_FORMAT = 1
 # What Reptile learns: the trunk, the feature transform every scene's labels are read from. The

@@ -19,8 +19,11 @@ import time
 import numpy as np
 
 from scene_reloc.landmark_head import LandmarkHeadConfig
-from scene_reloc_training.landmark_training import build_landmark_buffer, train_landmark_head
-from scene_reloc_training.landmarks import select_landmarks
+from scene_reloc_training.memorize.landmark_training import (
+    build_landmark_buffer,
+    train_landmark_head,
+)
+from scene_reloc_training.memorize.landmarks import select_landmarks
 
 
 def memorize_landmarks(frames, images, feats, depths, extractor, cfg, out_path, resume, progress,

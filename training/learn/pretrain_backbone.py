@@ -38,8 +38,8 @@ from tqdm import tqdm
 from scene_reloc.backbones import grid_centres, grid_descriptors
 from scene_reloc.landmark_head import focal_heatmap_loss, heatmap_targets, LandmarkDetector
 from scene_reloc.region_head import RegionClassifier
-from scene_reloc_training.augment import augment_sample
-from scene_reloc_training.feature_buffer import sample_coords
+from scene_reloc_training.memorize.augment import augment_sample
+from scene_reloc_training.memorize.feature_buffer import sample_coords
 
 CHECKPOINT_FORMAT = 1
 

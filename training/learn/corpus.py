@@ -27,7 +27,7 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from scene_reloc_training.synthetic_scene import write_synthetic_scene
+from scene_reloc_training.data.synthetic_scene import write_synthetic_scene
 
 FORMAT = 1
 
@@ -87,29 +87,3 @@ def corpus_scenes(corpus_json, split):
         raise ValueError(f'split must be train, val or test, got {split!r}')
     base = os.path.dirname(os.path.abspath(corpus_json))
     return [os.path.join(base, s['path']) for s in manifest['scenes'] if s['split'] == split]
-
-
-def add_parser(sub):
-    p = sub.add_parser('make-corpus', help='render a corpus of synthetic scenes with splits',
-                       description='Render many varied synthetic scenes (room size, furniture, '
-                       'textures, lighting) for backbone pretraining, and write corpus.json with '
-                       'train / val / test splits (test scenes are held out of pretraining). '
-                       'Posed folders of your own join with --add.')
-    p.add_argument('--out', required=True, help='folder to write')
-    p.add_argument('--scenes', type=int, default=100, help='synthetic scenes to render')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--val-fraction', type=float, default=0.1)
-    p.add_argument('--test-fraction', type=float, default=0.2)
-    p.add_argument('--memorize', type=int, default=20, help='frames to memorize per scene')
-    p.add_argument('--query', type=int, default=30, help='query frames per scene')
-    p.add_argument('--width', type=int, default=320)
-    p.add_argument('--height', type=int, default=240)
-    p.add_argument('--add', nargs='*', default=[], metavar='DIR',
-                   help='posed RGB-D folders of your own (train split)')
-
-
-def cmd_make_corpus(a):
-    m = make_corpus(a.out, a.scenes, a.seed, a.val_fraction, a.test_fraction, a.memorize,
-                    a.query, a.width, a.height, a.add)
-    counts = {k: sum(s['split'] == k for s in m['scenes']) for k in ('train', 'val', 'test')}
-    print(json.dumps({'corpus': os.path.join(a.out, 'corpus.json'), **counts}, indent=2))

@@ -19,10 +19,12 @@ import json
 import os
 import sys
 
+from scene_reloc_training.cli.common import add_scene_arguments, scene_roots
+from scene_reloc_training.learn.distributed import init_distributed
 
-def add_parser(sub, frames_help):
-    from scene_reloc_training.cli_pretrain import add_scene_arguments
-    from scene_reloc_training.meta_train import MetaConfig
+
+def add_parsers(sub):
+    from scene_reloc_training.learn.meta_train import MetaConfig
     d = MetaConfig()
     p = sub.add_parser(
         'meta-train', help='meta-learn the region classifier start for a backbone (Reptile)',
@@ -35,7 +37,7 @@ def add_parser(sub, frames_help):
         'auto) when OUT lies in a folder of $SCENE_RELOC_HEAD_INITS or among the shipped '
         'starts. Runs under torchrun: the episodes of each outer step are split over the '
         'processes.')
-    add_scene_arguments(p, frames_help)   # train scenes are episodes, val scenes measure
+    add_scene_arguments(p)   # train scenes are episodes, val scenes measure
     p.add_argument('--out', required=True, help='head-init file to write (.safetensors)')
     p.add_argument('--backbone', default='alike-n',
                    help='backbone the start is for (as memorize --backbone)')
@@ -55,9 +57,9 @@ def add_parser(sub, frames_help):
 def _buffers(roots, a, ex, cfg, progress):
     from tqdm import tqdm
 
-    from scene_reloc_training.memorize_scene import MemorizeConfig, read_frames
-    from scene_reloc_training.meta_train import scene_buffer
-    from scene_reloc_training.pretrain_data import scene_frames
+    from scene_reloc_training.learn.meta_train import scene_buffer
+    from scene_reloc_training.learn.pretrain_data import scene_frames
+    from scene_reloc_training.memorize.memorize_scene import MemorizeConfig, read_frames
     out = []
     for i, root in enumerate(tqdm(roots, desc='scene buffers', unit='scene',
                                   disable=not progress)):
@@ -77,10 +79,9 @@ def cmd_meta_train(a):
 
     from scene_reloc.backbones import FeatureExtractor
     from scene_reloc.region_head import RegionClassifier, RegionHeadConfig
-    from scene_reloc_training.cli_pretrain import init_distributed, scene_roots
-    from scene_reloc_training.head_init import save_head_init
-    from scene_reloc_training.meta_train import few_step_loss, meta_train, MetaConfig
-    from scene_reloc_training.pretrain_data import write_log
+    from scene_reloc_training.learn.meta_train import few_step_loss, meta_train, MetaConfig
+    from scene_reloc_training.learn.pretrain_data import write_log
+    from scene_reloc_training.memorize.head_init import save_head_init
     cfg = MetaConfig(**{k: getattr(a, k) for k in asdict(MetaConfig())})
     rank = init_distributed(a.device)
     roots, val = scene_roots(a)
@@ -144,3 +145,6 @@ def _plot(history, baseline, inner_steps, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+HANDLERS = {'meta-train': cmd_meta_train}

@@ -34,10 +34,10 @@ from scene_reloc.partition import HierarchicalPartition
 from scene_reloc.region_head import RegionHeadConfig
 from scene_reloc.relocalizer import LocalizerConfig
 from scene_reloc.scene_map import save_scene_map
-from scene_reloc_training.feature_buffer import build_buffer, extract_frame
-from scene_reloc_training.head_init import resolve_head_init
-from scene_reloc_training.region_training import train_region_head
-from scene_reloc_training.scene_coordinates import scene_coordinate_image
+from scene_reloc_training.memorize.feature_buffer import build_buffer, extract_frame
+from scene_reloc_training.memorize.head_init import resolve_head_init
+from scene_reloc_training.memorize.region_training import train_region_head
+from scene_reloc_training.memorize.scene_coordinates import scene_coordinate_image
 
 
 @dataclass
@@ -137,7 +137,7 @@ def memorize(frames, out_path, cfg=MemorizeConfig(), resume=False, progress=True
     extractor = FeatureExtractor(cfg.backbone, cfg.backbone_weights, cfg.device)
     images, coords, feats, depths = read_frames(frames, extractor, cfg, progress)
     if cfg.head == 'landmark_detector':
-        from scene_reloc_training.memorize_landmarks import memorize_landmarks
+        from scene_reloc_training.memorize.memorize_landmarks import memorize_landmarks
         tensors, head_cfg, summary = memorize_landmarks(
             frames, images, feats, depths, extractor, cfg, out_path, resume, progress, t0)
     else:

@@ -152,7 +152,7 @@ def select_landmarks(frame_feats, poses, Ks, depths, num=300,
         candidates).
     """
     if any(d is None for d in depths):
-        from scene_reloc_training.triangulation import triangulated_candidates
+        from scene_reloc_training.memorize.triangulation import triangulated_candidates
         if sizes_wh is None:
             raise ValueError('frames without depth need sizes_wh (image sizes)')
         xyz, det, score, spread, desc, _ = triangulated_candidates(frame_feats, poses, Ks,

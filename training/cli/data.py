@@ -12,20 +12,44 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The bag sub-commands of ``scene-reloc``: dataset-to-bag, bag-to-dataset, replay-eval, play."""
+"""
+The data commands of ``scene-reloc``: synthetic scenes, corpora and ROS 2 bags.
+
+make-synthetic, make-corpus, dataset-to-bag, bag-to-dataset, replay-eval, play.
+"""
 
 import json
+import os
 import sys
 
+from scene_reloc_training.cli.common import FRAMES_HELP
 
-def add_parsers(sub, frames_help):
+
+def add_parsers(sub):
+    p = sub.add_parser('make-synthetic', help='render a synthetic posed RGB-D scene',
+                       description='Render a textured synthetic room along a smooth camera '
+                       'path, in the 7-Scenes layout, with memorize.txt and query.txt frame '
+                       'lists. Deterministic by seed.')
+    p.add_argument('--out', required=True, help='folder to write')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--memorize', type=int, default=20, help='frames to memorize')
+    p.add_argument('--query', type=int, default=50, help='query frames')
+    p.add_argument('--trajectory-frames', type=int, default=300,
+                   help='instants along the camera path (the frames are picked among them)')
+    p.add_argument('--width', type=int, default=640)
+    p.add_argument('--height', type=int, default=480)
+    p.add_argument('--query-lighting', action='store_true',
+                   help='render query frames under changed lighting')
+
+    add_corpus_parser(sub)
+
     p = sub.add_parser('dataset-to-bag', help='write posed RGB-D frames as a ROS 2 bag',
                        description='Write a posed RGB-D folder as a ROS 2 bag (MCAP or sqlite3) '
                        'with /camera/image/compressed (or /camera/image), /camera/camera_info, '
                        '/camera/depth/image, /tf (odom->camera odometry and map->camera_gt '
                        'ground truth) and /ground_truth/pose. Needs no ROS install.')
     p.add_argument('--data', required=True, help='posed RGB-D folder (7-Scenes layout)')
-    p.add_argument('--frames', required=True, help=frames_help)
+    p.add_argument('--frames', required=True, help=FRAMES_HELP)
     p.add_argument('--out', required=True, help='bag to write (a folder; must not exist)')
     p.add_argument('--storage', default='mcap', choices=['mcap', 'sqlite3'])
     p.add_argument('--rate', type=float, default=30.0, help='frame rate of the stamps (Hz)')
@@ -78,7 +102,7 @@ def add_parsers(sub, frames_help):
 
 def cmd_dataset_to_bag(a):
     from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder
-    from scene_reloc_training.bags import dataset_to_bag
+    from scene_reloc_training.data.bags import dataset_to_bag
     folder = PosedFrameFolder(a.data)
     frames = folder.frames(parse_frame_list(a.frames, folder))
     stamps = dataset_to_bag(frames, a.out, a.storage, a.rate, a.camera_frame,
@@ -87,14 +111,14 @@ def cmd_dataset_to_bag(a):
 
 
 def cmd_bag_to_dataset(a):
-    from scene_reloc_training.bags import bag_to_dataset
+    from scene_reloc_training.data.bags import bag_to_dataset
     out = bag_to_dataset(a.bag, a.out, a.image_topic, a.camera_info_topic, a.world_frame,
                          a.camera_frame, a.depth_topic, a.every, progress=not a.quiet)
     print(json.dumps(out, indent=2))
 
 
 def cmd_replay_eval(a):
-    from scene_reloc_training.replay import run
+    from scene_reloc_training.data.replay import run
     metrics, index, out_bag = run(a.bag, a.map, a.out, a.backbone_weights, a.device,
                                   progress=not a.quiet, image_topic=a.image_topic,
                                   info_topic=a.camera_info_topic, gt_topic=a.gt_topic)
@@ -115,5 +139,46 @@ def cmd_play(a):
         rclpy.try_shutdown()
 
 
-HANDLERS = {'dataset-to-bag': cmd_dataset_to_bag, 'bag-to-dataset': cmd_bag_to_dataset,
+def add_corpus_parser(sub):
+    p = sub.add_parser('make-corpus', help='render a corpus of synthetic scenes with splits',
+                       description='Render many varied synthetic scenes (room size, furniture, '
+                       'textures, lighting) for backbone pretraining, and write corpus.json with '
+                       'train / val / test splits (test scenes are held out of pretraining). '
+                       'Posed folders of your own join with --add.')
+    p.add_argument('--out', required=True, help='folder to write')
+    p.add_argument('--scenes', type=int, default=100, help='synthetic scenes to render')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--val-fraction', type=float, default=0.1)
+    p.add_argument('--test-fraction', type=float, default=0.2)
+    p.add_argument('--memorize', type=int, default=20, help='frames to memorize per scene')
+    p.add_argument('--query', type=int, default=30, help='query frames per scene')
+    p.add_argument('--width', type=int, default=320)
+    p.add_argument('--height', type=int, default=240)
+    p.add_argument('--add', nargs='*', default=[], metavar='DIR',
+                   help='posed RGB-D folders of your own (train split)')
+
+
+def cmd_make_synthetic(a):
+    from tqdm import tqdm
+
+    from scene_reloc_training.data.synthetic_scene import write_synthetic_scene
+    mem, query = write_synthetic_scene(
+        a.out, a.seed, a.memorize, a.query, a.trajectory_frames, a.width, a.height,
+        query_lighting=a.query_lighting,
+        progress=lambda it: tqdm(it, desc='rendering', unit='frame', file=sys.stderr))
+    print(json.dumps({'out': a.out, 'memorize': os.path.join(a.out, 'memorize.txt'),
+                      'query': os.path.join(a.out, 'query.txt'), 'n_memorize': len(mem),
+                      'n_query': len(query)}, indent=2))
+
+
+def cmd_make_corpus(a):
+    from scene_reloc_training.learn.corpus import make_corpus
+    m = make_corpus(a.out, a.scenes, a.seed, a.val_fraction, a.test_fraction, a.memorize,
+                    a.query, a.width, a.height, a.add)
+    counts = {k: sum(s['split'] == k for s in m['scenes']) for k in ('train', 'val', 'test')}
+    print(json.dumps({'corpus': os.path.join(a.out, 'corpus.json'), **counts}, indent=2))
+
+
+HANDLERS = {'make-synthetic': cmd_make_synthetic, 'make-corpus': cmd_make_corpus,
+            'dataset-to-bag': cmd_dataset_to_bag, 'bag-to-dataset': cmd_bag_to_dataset,
             'replay-eval': cmd_replay_eval, 'play': cmd_play}

@@ -34,8 +34,8 @@ from scene_reloc.landmark_head import (
     heatmap_targets,
     LandmarkDetector,
 )
-from scene_reloc_training.augment import augment_with_landmarks
-from scene_reloc_training.resumable import ResumableRun
+from scene_reloc_training.memorize.augment import augment_with_landmarks
+from scene_reloc_training.memorize.resumable import ResumableRun
 
 
 def build_landmark_buffer(extractor, images, frame_feats, landmarks, augmentations, seed,

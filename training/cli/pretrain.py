@@ -19,6 +19,9 @@ import json
 import os
 import sys
 
+from scene_reloc_training.cli.common import add_scene_arguments, scene_roots
+from scene_reloc_training.learn.distributed import init_distributed
+
 
 @dataclass
 class PretrainConfig:
@@ -39,7 +42,7 @@ class PretrainConfig:
     seed: int = 0
 
 
-def add_parser(sub, frames_help):
+def add_parsers(sub):
     p = sub.add_parser(
         'pretrain', aliases=['finetune-backbone'],
         help='pretrain a backbone across many scenes (a head per scene)',
@@ -55,7 +58,7 @@ def add_parser(sub, frames_help):
         'with torchrun (DistributedDataParallel, gloo on CPU, NCCL on GPU): torchrun '
         '--nproc_per_node N $(which scene-reloc) pretrain ...; --batch-size is the global '
         'batch.')
-    add_scene_arguments(p, frames_help)
+    add_scene_arguments(p)
     p.add_argument('--out', required=True, help='folder to write')
     p.add_argument('--backbone', default='alike-n', choices=['alike-t', 'alike-n', 'alike-l'])
     p.add_argument('--init', '--backbone-weights', dest='init', default='scratch',
@@ -86,45 +89,6 @@ def add_parser(sub, frames_help):
     p.add_argument('--quiet', action='store_true', help='no progress bars')
 
 
-def add_scene_arguments(p, frames_help):
-    """Add the arguments that pick the training and validation scenes (pretrain, meta-train)."""
-    p.add_argument('--data', nargs='+', default=[], help='posed RGB-D folders, one a scene')
-    p.add_argument('--corpus', metavar='JSON', help='corpus.json from scene-reloc make-corpus: '
-                   'its train scenes are trained on, its val scenes validate')
-    p.add_argument('--max-scenes', type=int, default=0,
-                   help='train on the first N scenes only (0: all)')
-    p.add_argument('--val-scenes', type=int, default=2, help='val scenes used (corpus)')
-    p.add_argument('--frames', default='memorize.txt',
-                   help=frames_help + '; a file name is looked up in each scene folder')
-
-
-def scene_roots(a):
-    """Return (training scene folders, validation scene folders) from --data / --corpus."""
-    roots, val = list(a.data), []
-    if a.corpus:
-        from scene_reloc_training.corpus import corpus_scenes
-        roots += corpus_scenes(a.corpus, 'train')   # never the held-out test scenes
-        val = corpus_scenes(a.corpus, 'val')[:a.val_scenes]
-    if a.max_scenes:
-        roots = roots[:a.max_scenes]
-    if not roots:
-        raise ValueError('no scenes: pass --data DIR... and/or --corpus corpus.json')
-    return roots, val
-
-
-def init_distributed(device):
-    """Join the torchrun process group when started by torchrun; return the rank."""
-    import torch
-    if int(os.environ.get('WORLD_SIZE', '1')) <= 1:   # not started by torchrun
-        return 0
-    backend = 'nccl' if device == 'cuda' or (device == 'auto' and torch.cuda.is_available()) \
-        else 'gloo'
-    torch.distributed.init_process_group(backend)
-    if backend == 'nccl':
-        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
-    return torch.distributed.get_rank()
-
-
 def _backbone(a):
     """(net being trained, extractor that selects landmarks)."""
     import torch
@@ -145,8 +109,8 @@ def cmd_pretrain(a):
     import torch
 
     from scene_reloc.backbones import sha256_of_file
-    from scene_reloc_training.pretrain_backbone import train_whole_network
-    from scene_reloc_training.pretrain_data import few_shot_recall, prepare_scene, write_log
+    from scene_reloc_training.learn.pretrain_backbone import train_whole_network
+    from scene_reloc_training.learn.pretrain_data import few_shot_recall, prepare_scene, write_log
     heads = tuple(h.strip() for h in a.heads.split(',') if h.strip())
     if not heads or set(heads) - {'region', 'landmark'}:
         raise ValueError(f'--heads must name region and / or landmark, got {a.heads!r}')
@@ -217,3 +181,6 @@ def _tensorboard(out):
         raise ValueError('--tensorboard needs the tensorboard package: pip install '
                          'tensorboard') from e
     return SummaryWriter(os.path.join(out, 'tb'))
+
+
+HANDLERS = {'pretrain': cmd_pretrain, 'finetune-backbone': cmd_pretrain}

@@ -13,50 +13,22 @@
 # limitations under the License.
 
 """
-``scene-reloc``: memorize a scene, evaluate and use a scene map, make synthetic scenes.
+The one-scene commands of ``scene-reloc``: teach a scene, then use its map.
 
-Each sub-command's ``--help`` says what it reads and writes. The names and flags are a contract
-that other tools rely on: add, do not rename.
+memorize, evaluate, localize, select-landmarks, fetch-weights.
 """
 
-import argparse
 import json
 import os
 import sys
 
 import numpy as np
 
-from scene_reloc_training import cli_bags, cli_meta, cli_pretrain, corpus
-
-EPILOG = """examples:
-  scene-reloc make-synthetic --out /tmp/scene --seed 0
-  scene-reloc memorize --data /tmp/scene --frames /tmp/scene/memorize.txt --out /tmp/scene.map
-  scene-reloc evaluate --map /tmp/scene.map --data /tmp/scene --frames /tmp/scene/query.txt \\
-      --report /tmp/report
-  scene-reloc localize --map /tmp/scene.map --intrinsics /tmp/scene/camera-intrinsics.txt \\
-      /tmp/scene/frame-000002.color.png
-"""
-
-FRAMES_HELP = ('frame list: a text file with one frame stem per line (# comments), "train"/"test" '
-               'for the original 7-Scenes tree, "all", or a range a:b:s of frame numbers')
+from scene_reloc_training.cli.common import add_common, FRAMES_HELP
 
 
-def _add_common(p):
-    p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'],
-                   help='where the networks run (default: auto = cuda if available)')
-    p.add_argument('--backbone-weights', metavar='PATH',
-                   help='backbone weights file (ALIKE .pth); for evaluate/localize, only if the '
-                        'one recorded in the map has moved')
-
-
-def build_parser():
+def add_parsers(sub):
     from scene_reloc.backbones import BACKBONES
-    parser = argparse.ArgumentParser(
-        prog='scene-reloc', description='Single-image relocalization in a known scene: '
-        'memorize a scene from a few posed RGB-D images, then localize images in it.',
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
-
     p = sub.add_parser('memorize', help='memorize a scene from posed RGB-D frames into a map',
                        description='Memorize a scene: partition its 3D points, train the region '
                        'classifier on frozen backbone features, write the scene map '
@@ -98,7 +70,7 @@ def build_parser():
     p.add_argument('--resume', action='store_true',
                    help='continue head training from MAP.ckpt left by an interrupted run')
     p.add_argument('--quiet', action='store_true', help='no progress bars')
-    _add_common(p)
+    add_common(p)
 
     p = sub.add_parser('evaluate', help='localize held-out frames and compare with their poses',
                        description='Localize every listed frame with the map, compare with the '
@@ -113,7 +85,7 @@ def build_parser():
     p.add_argument('--refinement', choices=['keypoints', 'none'],
                    help="override the map's refinement (none = leaf centres, plain SRC)")
     p.add_argument('--quiet', action='store_true', help='no progress bar')
-    _add_common(p)
+    add_common(p)
 
     p = sub.add_parser('localize', help='print one pose per image as JSON lines',
                        description='Localize images; prints one JSON object per image with '
@@ -122,31 +94,8 @@ def build_parser():
     p.add_argument('--map', required=True, help='scene map file')
     p.add_argument('--intrinsics', required=True, help='text file with the 3x3 K of the images')
     p.add_argument('images', nargs='+', metavar='IMAGE')
-    _add_common(p)
+    add_common(p)
 
-    p = sub.add_parser('make-synthetic', help='render a synthetic posed RGB-D scene',
-                       description='Render a textured synthetic room along a smooth camera '
-                       'path, in the 7-Scenes layout, with memorize.txt and query.txt frame '
-                       'lists. Deterministic by seed.')
-    p.add_argument('--out', required=True, help='folder to write')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--memorize', type=int, default=20, help='frames to memorize')
-    p.add_argument('--query', type=int, default=50, help='query frames')
-    p.add_argument('--trajectory-frames', type=int, default=300,
-                   help='instants along the camera path (the frames are picked among them)')
-    p.add_argument('--width', type=int, default=640)
-    p.add_argument('--height', type=int, default=480)
-    p.add_argument('--query-lighting', action='store_true',
-                   help='render query frames under changed lighting')
-
-    p = sub.add_parser('fetch-weights', help='download released backbone weights (SHA-256 '
-                       'checked)', description='Download weights into the cache folder '
-                       '($SCENE_RELOC_WEIGHTS or ~/.cache/scene_reloc/weights), verifying '
-                       'their SHA-256; prints the path.')
-    p.add_argument('name', help='alike-t, alike-n or alike-l')
-    p.add_argument('--out-dir', help='folder to put the file in')
-    p.add_argument('--url', help='download from here instead of the upstream location')
-    p.add_argument('--sha256', help='expected SHA-256 (required with --url for unknown names)')
     p = sub.add_parser('select-landmarks', help='select salient 3D landmarks and plot them',
                        description='Select the landmarks a landmark_detector map would use '
                        '(depth-lifted keypoints, occlusion-tested visibility, saliency, greedy '
@@ -158,17 +107,21 @@ def build_parser():
     p.add_argument('--backbone', default='handcrafted', choices=sorted(BACKBONES))
     p.add_argument('--landmarks', type=int, default=300)
     p.add_argument('--csv', help='also write the landmarks (x, y, z, saliency, views) here')
-    _add_common(p)
-    cli_pretrain.add_parser(sub, FRAMES_HELP)
-    cli_meta.add_parser(sub, FRAMES_HELP)
-    corpus.add_parser(sub)
-    cli_bags.add_parsers(sub, FRAMES_HELP)
-    return parser
+    add_common(p)
+
+    p = sub.add_parser('fetch-weights', help='download released backbone weights (SHA-256 '
+                       'checked)', description='Download weights into the cache folder '
+                       '($SCENE_RELOC_WEIGHTS or ~/.cache/scene_reloc/weights), verifying '
+                       'their SHA-256; prints the path.')
+    p.add_argument('name', help='alike-t, alike-n or alike-l')
+    p.add_argument('--out-dir', help='folder to put the file in')
+    p.add_argument('--url', help='download from here instead of the upstream location')
+    p.add_argument('--sha256', help='expected SHA-256 (required with --url for unknown names)')
 
 
 def cmd_memorize(a):
     from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder
-    from scene_reloc_training.memorize_scene import memorize, MemorizeConfig
+    from scene_reloc_training.memorize.memorize_scene import memorize, MemorizeConfig
     folder = PosedFrameFolder(a.data)
     frames = folder.frames(parse_frame_list(a.frames, folder))
     try:
@@ -247,24 +200,11 @@ def cmd_localize(a):
         print(json.dumps(out), flush=True)
 
 
-def cmd_make_synthetic(a):
-    from tqdm import tqdm
-
-    from scene_reloc_training.synthetic_scene import write_synthetic_scene
-    mem, query = write_synthetic_scene(
-        a.out, a.seed, a.memorize, a.query, a.trajectory_frames, a.width, a.height,
-        query_lighting=a.query_lighting,
-        progress=lambda it: tqdm(it, desc='rendering', unit='frame', file=sys.stderr))
-    print(json.dumps({'out': a.out, 'memorize': os.path.join(a.out, 'memorize.txt'),
-                      'query': os.path.join(a.out, 'query.txt'), 'n_memorize': len(mem),
-                      'n_query': len(query)}, indent=2))
-
-
 def cmd_select_landmarks(a):
     from scene_reloc.backbones import FeatureExtractor
     from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder
-    from scene_reloc_training.landmarks import plot_landmarks, select_landmarks
-    from scene_reloc_training.memorize_scene import MemorizeConfig, read_frames
+    from scene_reloc_training.memorize.landmarks import plot_landmarks, select_landmarks
+    from scene_reloc_training.memorize.memorize_scene import MemorizeConfig, read_frames
     folder = PosedFrameFolder(a.data)
     frames = folder.frames(parse_frame_list(a.frames, folder))
     cfg = MemorizeConfig(backbone=a.backbone, backbone_weights=a.backbone_weights,
@@ -287,26 +227,5 @@ def cmd_fetch_weights(a):
     print(fetch_weights(a.name, a.out_dir, a.url, a.sha256))
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    handlers = {'memorize': cmd_memorize, 'evaluate': cmd_evaluate, 'localize': cmd_localize,
-                'make-synthetic': cmd_make_synthetic, 'fetch-weights': cmd_fetch_weights,
-                'select-landmarks': cmd_select_landmarks,
-                'pretrain': cli_pretrain.cmd_pretrain,
-                'finetune-backbone': cli_pretrain.cmd_pretrain,
-                'meta-train': cli_meta.cmd_meta_train,
-                'make-corpus': corpus.cmd_make_corpus,
-                **cli_bags.HANDLERS}
-    try:
-        handlers[args.command](args)
-    except KeyboardInterrupt:
-        print('interrupted', file=sys.stderr)
-        return 130
-    except (ValueError, OSError) as e:  # DataError, SceneMapError, BackboneError are ValueErrors
-        print(f'scene-reloc {args.command}: error: {e}', file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())
+HANDLERS = {'memorize': cmd_memorize, 'evaluate': cmd_evaluate, 'localize': cmd_localize,
+            'select-landmarks': cmd_select_landmarks, 'fetch-weights': cmd_fetch_weights}

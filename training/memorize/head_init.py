@@ -33,7 +33,7 @@ from scene_reloc.backbones import sha256_of_file
 
 KIND = 'scene_reloc.head_init'
 FORMAT = '1'
-SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'pretrained')
+SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'pretrained')
 
 
 def save_head_init(path, state_dict, head_type, head_cfg, backbone, backbone_sha256, info):

@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from scene_reloc.backbones import grid_centres
-from scene_reloc_training.augment import augment_view
+from scene_reloc_training.memorize.augment import augment_view
 
 
 @dataclass

@@ -26,8 +26,8 @@ from scene_reloc.landmark_head import LandmarkHeadConfig
 from scene_reloc.partition import HierarchicalPartition
 from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder
 from scene_reloc.region_head import RegionHeadConfig
-from scene_reloc_training.memorize_scene import MemorizeConfig, read_frames
-from scene_reloc_training.pretrain_backbone import SceneData
+from scene_reloc_training.learn.pretrain_backbone import SceneData
+from scene_reloc_training.memorize.memorize_scene import MemorizeConfig, read_frames
 
 
 def scene_frames(root, spec):
@@ -45,7 +45,7 @@ def prepare_scene(root, frames_spec, extractor, heads, out_dim, landmarks=150, k
     ``extractor`` selects the landmarks (any backbone: the labels are pixels); ``out_dim`` is
     the descriptor size of the backbone being trained.
     """
-    from scene_reloc_training.landmarks import select_landmarks
+    from scene_reloc_training.memorize.landmarks import select_landmarks
     frames = scene_frames(root, frames_spec)
     cfg = MemorizeConfig(device=str(extractor.device), seed=seed,
                          head='region_classifier' if 'region' in heads else 'landmark_detector')
@@ -78,7 +78,7 @@ def few_shot_recall(net, backbone, roots, iterations=300, device='cpu',
     :return: dict with ``val_recall_5cm_5deg`` and ``val_median_cm`` averaged over the scenes.
     """
     from scene_reloc.relocalizer import Relocalizer
-    from scene_reloc_training.memorize_scene import memorize
+    from scene_reloc_training.memorize.memorize_scene import memorize
     recalls, medians = [], []
     with tempfile.TemporaryDirectory() as tmp:
         weights = os.path.join(tmp, 'backbone.pth')

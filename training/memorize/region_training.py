@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from scene_reloc.region_head import RegionClassifier
-from scene_reloc_training.resumable import ResumableRun
+from scene_reloc_training.memorize.resumable import ResumableRun
 
 
 def train_region_head(buffer, head_cfg, iterations, batch_size, lr, weight_decay, seed,

@@ -36,7 +36,7 @@ from scene_reloc.ros.conversions import (
     transform_to_matrix,
 )
 from scene_reloc.transform_buffer import TransformBuffer, TransformError
-from scene_reloc_training.bags import (
+from scene_reloc_training.data.bags import (
     _header,
     bag_topics,
     BagWriter,
