@@ -22,45 +22,32 @@ training configuration, the frames used and metrics at export time, plus a SHA-2
 tensors so that a truncated or edited file is refused with a clear message.
 """
 
-import hashlib
-import json
-import os
-
-import numpy as np
-from safetensors import safe_open
-from safetensors.numpy import save_file
-
+from scene_reloc.artifact import ArtifactError, load_artifact, save_artifact, tensors_sha256
 from scene_reloc.scene_models import available_scene_models, scene_model_class
+
+__all__ = ['FORMAT_VERSION', 'load_scene_map', 'MANIFEST_KEY', 'save_scene_map', 'SceneMapError',
+           'tensors_sha256']
 
 FORMAT_VERSION = 1
 MANIFEST_KEY = 'scene_reloc_manifest'
 
 
-class SceneMapError(ValueError):
+class SceneMapError(ArtifactError):
     """A scene map file that cannot be used, and why."""
-
-
-def tensors_sha256(tensors):
-    """SHA-256 over tensor names, dtypes, shapes and bytes, in name order."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name])
-        h.update(f'{name}|{a.dtype.str}|{a.shape}|'.encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
 
 
 def save_scene_map(path, tensors, manifest):
     """Write tensors + manifest; returns the file size in megabytes."""
-    manifest = dict(manifest)
-    manifest['format_version'] = FORMAT_VERSION
-    manifest['tensors_sha256'] = tensors_sha256(tensors)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp'
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp,
-              metadata={MANIFEST_KEY: json.dumps(manifest)})
-    os.replace(tmp, path)
-    return os.path.getsize(path) / 1e6
+    return save_artifact(path, tensors, manifest, MANIFEST_KEY, FORMAT_VERSION)
+
+
+def _check_scene_model(manifest, tensors):
+    head = manifest.get('head_type')
+    known = available_scene_models()
+    if head not in known:
+        return f'unknown head type {head!r} (known: {known})'
+    missing = [k for k in scene_model_class(head).required_tensors if k not in tensors]
+    return f'lacks tensors {missing}' if missing else ''
 
 
 def load_scene_map(path):
@@ -70,34 +57,5 @@ def load_scene_map(path):
     :return: (manifest dict, tensors dict of numpy arrays).
     :raises SceneMapError: missing, truncated, tampered, wrong version or wrong contents.
     """
-    if not os.path.isfile(path):
-        raise SceneMapError(f'scene map not found: {path}')
-    try:
-        with safe_open(path, framework='numpy') as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad files
-        raise SceneMapError(f'{path} is not a readable safetensors file (truncated or not a '
-                            f'scene map?): {e}') from e
-    if MANIFEST_KEY not in meta:
-        raise SceneMapError(f'{path} has no scene_reloc manifest: not a scene map written by '
-                            'scene-reloc memorize')
-    try:
-        manifest = json.loads(meta[MANIFEST_KEY])
-    except json.JSONDecodeError as e:
-        raise SceneMapError(f'{path}: the manifest is not valid JSON ({e})') from e
-    version = manifest.get('format_version')
-    if version != FORMAT_VERSION:
-        raise SceneMapError(f'{path} has map format version {version}; this scene_reloc reads '
-                            f'version {FORMAT_VERSION}: memorize the scene again')
-    head = manifest.get('head_type')
-    known = available_scene_models()
-    if head not in known:
-        raise SceneMapError(f'{path}: unknown head type {head!r} (known: {known})')
-    missing = [k for k in scene_model_class(head).required_tensors if k not in tensors]
-    if missing:
-        raise SceneMapError(f'{path} lacks tensors {missing}')
-    if tensors_sha256(tensors) != manifest.get('tensors_sha256'):
-        raise SceneMapError(f'{path}: tensor checksum mismatch, the file was modified or '
-                            'corrupted after it was written')
-    return manifest, tensors
+    return load_artifact(path, MANIFEST_KEY, FORMAT_VERSION, 'scene map',
+                         'memorize the scene again', _check_scene_model, SceneMapError)
