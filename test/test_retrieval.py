@@ -144,3 +144,28 @@ def test_retrieval_model_file_round_trip_and_refusals(tmp_path):
         RetrievalModel.load(str(tmp_path / 'short.safetensors'))
     with pytest.raises(ValueError, match='aggregator'):
         RetrievalConfig.from_dict({'aggregator': 'vlad2'})
+
+
+def test_overlap_is_one_for_the_same_view_and_respects_occlusion():
+    from scene_reloc.geometry import look_at
+    from scene_reloc.retrieval.overlap import (
+        frame_overlap,
+        mutual_patch_matches,
+        patch_correspondences,
+    )
+    K = np.array([[100.0, 0, 63.5], [0, 100.0, 47.5], [0, 0, 1]])
+    wall = np.full((96, 128), 3.0)                 # fronto-parallel wall 3 m away
+    A = look_at([0, 0, 0], [0, 3, 0])
+    assert frame_overlap(wall, K, A, wall, K, A) == 1.0
+    # Turned by about half the field of view: about half of A is seen in B.
+    B = look_at([0, 0, 0], [3 * np.tan(np.radians(16)), 3, 0])
+    wall_b = 3.0 / np.cos(np.radians(16)) * np.ones((96, 128))   # not exact, tolerance 5 %
+    half = frame_overlap(wall, K, A, wall_b, K, B, stride=2, rel_tol=0.2)
+    assert 0.4 < half < 0.8
+    # Looking away: nothing. An occluder in B (depth 1 m everywhere): nothing either.
+    C = look_at([0, 0, 0], [0, -3, 0])
+    assert frame_overlap(wall, K, A, wall, K, C) == 0.0
+    assert frame_overlap(wall, K, A, np.full((96, 128), 1.0), K, A) == 0.0
+    ab = patch_correspondences(wall, K, A, wall, K, A, 32)
+    assert len(ab) == 12 and np.all(ab[:, 0] == ab[:, 1])       # 4 x 3 patches onto themselves
+    assert len(mutual_patch_matches(ab, ab[:, ::-1])) == 12
