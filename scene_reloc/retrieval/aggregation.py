@@ -54,8 +54,8 @@ class NetVLAD(nn.Module):
     """
     NetVLAD (Arandjelovic et al.): soft-assigned residuals to K learned centroids.
 
-    The soft assignment is a 1x1 linear layer initialised as 2 alpha c_k . x - alpha |c_k|^2
-    (softmax over k equals the assignment by distance with sharpness alpha). The residual sums
+    The soft assignment is a linear layer (softmax over k), initialised from k-means. The
+    residual sums
     are intra-normalised per cluster, flattened and L2-normalised (K * D values).
     """
 
@@ -70,22 +70,25 @@ class NetVLAD(nn.Module):
         """
         Set the centroids by k-means on local descriptors and alpha from their spread.
 
-        alpha makes the soft assignment of a typical descriptor 100 times more to its nearest
-        centroid than to the second (as NetVLAD's reference initialisation does).
+        As NetVLAD's reference initialisation (OpenIBL): the assignment is alpha c_k . x with
+        unit c_k (the |c_k|^2 term is the same for every k), alpha making a typical
+        descriptor's assignment 100 times stronger to its nearest centroid than to the second;
+        residuals are taken to the raw k-means centroids.
         """
         from scene_reloc.partition import kmeans
         desc = F.normalize(torch.as_tensor(desc_ND, dtype=torch.float32), dim=-1)
         centres, _ = kmeans(desc, self.clusters, iters=20, seed=seed)
-        centres = F.normalize(torch.as_tensor(centres, dtype=torch.float32), dim=-1)
+        centres = torch.as_tensor(centres, dtype=torch.float32)
         if centres.shape[0] < self.clusters:
             raise ValueError(f'{desc.shape[0]} descriptors give only {centres.shape[0]} distinct '
                              f'centroids; NetVLAD needs {self.clusters}')
-        dots = (desc @ centres.T).topk(2, dim=1).values
+        unit = F.normalize(centres, dim=-1)
+        dots = (desc @ unit.T).topk(2, dim=1).values
         gap = float((dots[:, 0] - dots[:, 1]).mean())
         alpha = -math.log(0.01) / max(gap, 1e-6)
         self.centroids.copy_(centres)
-        self.assign.weight.copy_(2.0 * alpha * centres)
-        self.assign.bias.copy_(-alpha * (centres ** 2).sum(1))
+        self.assign.weight.copy_(alpha * unit)
+        self.assign.bias.zero_()
 
     def forward(self, x_BND):
         a = F.softmax(self.assign(x_BND), dim=-1)                     # (B, N, K)

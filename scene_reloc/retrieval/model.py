@@ -55,6 +55,9 @@ class RetrievalConfig:
     """Patch embedding dimension."""
     positional: bool = False
     """Add a sinusoidal encoding of the patch's place in the image to its embedding input."""
+    adapter: bool = True
+    """A trained residual linear map of the local descriptors before aggregation (starts as
+    the identity); the backbone stays frozen, so this is where the global descriptor learns."""
 
     @classmethod
     def from_dict(cls, d):
@@ -98,6 +101,10 @@ class RetrievalModel(nn.Module):
         self.aggregator = {'netvlad': lambda: NetVLAD(cfg.clusters, cfg.local_dim),
                            'gem': GeM, 'mean': MeanPool}[cfg.aggregator]()
         self.whitening = Whitening(cfg.aggregated_dim(), cfg.dim) if cfg.dim else None
+        self.adapter = nn.Linear(cfg.local_dim, cfg.local_dim) if cfg.adapter else None
+        if self.adapter is not None:
+            nn.init.zeros_(self.adapter.weight)
+            nn.init.zeros_(self.adapter.bias)
         extra = 4 * POSITIONAL_FREQS if cfg.positional else 0
         self.patch_proj = nn.Linear(cfg.local_dim + extra, cfg.patch_dim)
         with torch.no_grad():   # start as a plain (truncated) copy of the pooled descriptor
@@ -108,8 +115,14 @@ class RetrievalModel(nn.Module):
 
     def aggregate(self, grid_BHWD):
         """Global descriptors before whitening: (B, aggregated_dim)."""
-        x = F.normalize(grid_BHWD.flatten(1, 2), dim=-1)
-        return self.aggregator(x)
+        return self.aggregator(self.local(grid_BHWD.flatten(1, 2)))
+
+    def local(self, x_BND):
+        """Local descriptors as the aggregator sees them (adapted, L2-normalised)."""
+        x = F.normalize(x_BND, dim=-1)
+        if self.adapter is not None:
+            x = F.normalize(x + self.adapter(x), dim=-1)
+        return x
 
     def forward(self, grid_BHWD):
         """Global descriptors (B, dim), L2-normalised."""

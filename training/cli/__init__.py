@@ -22,10 +22,10 @@ that other tools rely on: add, do not rename.
 import argparse
 import sys
 
-from scene_reloc_training.cli import data, meta, pretrain, scene
+from scene_reloc_training.cli import data, meta, pretrain, retrieval, scene
 
 # Command groups in the order --help lists them; each adds its sub-parsers and handlers.
-GROUPS = (scene, data, pretrain, meta)
+GROUPS = (scene, data, pretrain, meta, retrieval)
 
 EPILOG = """examples:
   scene-reloc make-synthetic --out /tmp/scene --seed 0

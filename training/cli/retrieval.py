@@ -1,0 +1,97 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``scene-reloc train-retrieval``: global descriptors (SARE) and patch embeddings (VOP)."""
+
+from dataclasses import asdict, fields
+import json
+import sys
+
+from scene_reloc_training.cli.common import add_scene_arguments, scene_roots
+
+
+def add_parsers(sub):
+    from scene_reloc.retrieval.model import RetrievalConfig
+    from scene_reloc_training.learn.retrieval_training import RetrievalTrainConfig
+    p = sub.add_parser(
+        'train-retrieval', help='train the retrieval model (SARE global descriptor, VOP '
+        'patches) on many scenes',
+        description='Train a retrieval model on the frozen backbone: a NetVLAD (or GeM / mean) '
+        'global descriptor with the SARE loss on geometric positives (overlap > --pos-overlap) '
+        'and mined hard negatives (overlap < --neg-overlap, or other scenes), then patch '
+        "embeddings with VOP's loss on geometric patch matches, then PCA whitening. Writes OUT "
+        '(safetensors + manifest: configuration, backbone, losses) and OUT.json. memorize '
+        "stores every map's retrieval database with it; sites use it to pick a map.")
+    add_scene_arguments(p)
+    p.add_argument('--out', required=True, help='retrieval model file to write (.safetensors)')
+    p.add_argument('--backbone', default='alike-n')
+    p.add_argument('--backbone-weights', metavar='PATH')
+    p.add_argument('--max-frames', type=int, default=40, help='frames read per scene')
+    m, t = RetrievalConfig(), RetrievalTrainConfig()
+    p.add_argument('--aggregator', default=m.aggregator, choices=['netvlad', 'gem', 'mean'],
+                   help='global descriptor: NetVLAD (SARE), GeM, or mean pooling')
+    p.add_argument('--clusters', type=int, default=m.clusters, help='NetVLAD clusters')
+    p.add_argument('--dim', type=int, default=m.dim,
+                   help='descriptor size after PCA whitening (0: no whitening)')
+    p.add_argument('--patch-pool', type=int, default=m.patch_pool,
+                   help='grid cells per patch side (8 px each)')
+    p.add_argument('--patch-dim', type=int, default=m.patch_dim, help='patch embedding size')
+    p.add_argument('--positional', action='store_true',
+                   help='add a positional encoding of the patch centre to its embedding')
+    p.add_argument('--no-adapter', dest='adapter', action='store_false',
+                   help='aggregate the frozen descriptors as they are (no trained linear map)')
+    p.add_argument('--steps', type=int, default=t.steps, help='SARE steps (0: untrained)')
+    p.add_argument('--batch', type=int, default=t.batch, help='queries per SARE step')
+    p.add_argument('--negatives', type=int, default=t.negatives, help='hard negatives per query')
+    p.add_argument('--loss', default=t.loss, choices=['ind', 'joint'], help='SARE variant')
+    p.add_argument('--lr', type=float, default=t.lr)
+    p.add_argument('--pos-overlap', type=float, default=t.pos_overlap,
+                   help='a positive sees more than this fraction of the query')
+    p.add_argument('--neg-overlap', type=float, default=t.neg_overlap,
+                   help='a negative sees less than this fraction of the query (or is elsewhere)')
+    p.add_argument('--refresh-every', type=int, default=t.refresh_every,
+                   help='SARE steps between hard-negative mining passes')
+    p.add_argument('--patch-steps', type=int, default=t.patch_steps,
+                   help='VOP patch-embedding steps, one frame pair each (0: untrained)')
+    p.add_argument('--patch-lr', type=float, default=t.patch_lr)
+    p.add_argument('--seed', type=int, default=t.seed)
+    p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
+    p.add_argument('--quiet', action='store_true')
+
+
+def cmd_train_retrieval(a):
+    from scene_reloc.backbones import FeatureExtractor
+    from scene_reloc.retrieval.model import RetrievalConfig
+    from scene_reloc_training.learn.retrieval_data import load_retrieval_data
+    from scene_reloc_training.learn.retrieval_training import RetrievalTrainConfig, train_retrieval
+    roots, _ = scene_roots(a)
+    ex = FeatureExtractor(a.backbone, a.backbone_weights, a.device)
+    model_cfg = RetrievalConfig.from_dict(
+        {f.name: getattr(a, f.name) for f in fields(RetrievalConfig) if f.name != 'local_dim'}
+        | {'local_dim': ex.descriptor_dim})
+    train_cfg = RetrievalTrainConfig(**{f.name: getattr(a, f.name)
+                                        for f in fields(RetrievalTrainConfig)})
+    print(f'reading {len(roots)} scenes with {a.backbone}', file=sys.stderr)
+    data = load_retrieval_data(roots, ex, a.max_frames, train_cfg.seed, not a.quiet)
+    model, info = train_retrieval(data, model_cfg, train_cfg, not a.quiet)
+    info['scenes'] = roots
+    model.save(a.out, a.backbone, ex.weights_sha256, info)
+    with open(a.out + '.json', 'w') as f:
+        json.dump({'model': asdict(model_cfg), **info}, f, indent=2)
+    print(json.dumps({'out': a.out, 'frames': len(data), 'seconds': info['seconds'],
+                      'sare_loss_first_last': info['sare_loss_first_last'],
+                      'patch_loss_first_last': info['patch_loss_first_last']}, indent=2))
+
+
+HANDLERS = {'train-retrieval': cmd_train_retrieval}
