@@ -28,8 +28,14 @@ from scene_reloc.scene_models import available_scene_models, scene_model_class
 __all__ = ['FORMAT_VERSION', 'load_scene_map', 'MANIFEST_KEY', 'save_scene_map', 'SceneMapError',
            'tensors_sha256']
 
-FORMAT_VERSION = 1
+# 2: maps carry their retrieval database (retrieval.* tensors, the 'retrieval' manifest entry),
+# a name and a frame_id.
+FORMAT_VERSION = 2
 MANIFEST_KEY = 'scene_reloc_manifest'
+
+
+RETRIEVAL_TENSORS = ('retrieval.global', 'retrieval.patches', 'retrieval.patch_offsets',
+                     'retrieval.poses')
 
 
 class SceneMapError(ArtifactError):
@@ -46,8 +52,13 @@ def _check_scene_model(manifest, tensors):
     known = available_scene_models()
     if head not in known:
         return f'unknown head type {head!r} (known: {known})'
-    missing = [k for k in scene_model_class(head).required_tensors if k not in tensors]
-    return f'lacks tensors {missing}' if missing else ''
+    missing = [k for k in scene_model_class(head).required_tensors + RETRIEVAL_TENSORS
+               if k not in tensors]
+    if missing:
+        return f'lacks tensors {missing}'
+    if not isinstance(manifest.get('retrieval'), dict) or not manifest.get('name'):
+        return 'the manifest lacks its name or retrieval entry'
+    return ''
 
 
 def load_scene_map(path):
@@ -58,4 +69,5 @@ def load_scene_map(path):
     :raises SceneMapError: missing, truncated, tampered, wrong version or wrong contents.
     """
     return load_artifact(path, MANIFEST_KEY, FORMAT_VERSION, 'scene map',
-                         'memorize the scene again', _check_scene_model, SceneMapError)
+                         'memorize the scene again (maps of format 2 carry the retrieval '
+                         'database that sites need)', _check_scene_model, SceneMapError)

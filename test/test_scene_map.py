@@ -27,7 +27,12 @@ from scene_reloc.scene_map import load_scene_map, save_scene_map, SceneMapError
 def test_round_trip_keeps_manifest_and_tensors(small_map):
     path, summary = small_map
     manifest, tensors = load_scene_map(path)
-    assert manifest['format_version'] == 1
+    assert manifest['format_version'] == 2
+    assert manifest['name'] == 'scene' and manifest['frame_id'] == 'map'
+    # The retrieval database: one global descriptor, pose and patch range per memorized frame.
+    assert manifest['retrieval']['model'] == 'untrained-gem'
+    assert tensors['retrieval.global'].shape[0] == 16 == len(tensors['retrieval.poses'])
+    assert tensors['retrieval.patch_offsets'][-1] == len(tensors['retrieval.patches'])
     assert manifest['head_type'] == 'region_classifier'
     assert manifest['backbone']['name'] == 'handcrafted'
     assert len(manifest['frames']['stems']) == 16

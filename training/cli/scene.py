@@ -66,6 +66,14 @@ def add_parsers(sub):
     p.add_argument('--depth-offset', default='0,0,0', metavar='X,Y,Z',
                    help='depth camera centre in the colour camera frame, metres, for depth not '
                         'registered to colour (see README)')
+    p.add_argument('--name', default='',
+                   help="the map's name in a site and in the node's messages (default: the "
+                   "file's stem)")
+    p.add_argument('--frame-id', default='map', help="TF frame of the map's coordinates")
+    p.add_argument('--retrieval-model', default='auto', metavar='auto|PATH',
+                   help="model the map's retrieval database is built with (sites use it to "
+                   'pick a map): auto = a trained one that fits the backbone (scene-reloc '
+                   'train-retrieval; shipped ones included), else the built-in untrained GeM')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--resume', action='store_true',
                    help='continue head training from MAP.ckpt left by an interrupted run')
@@ -136,7 +144,8 @@ def cmd_memorize(a):
                          edge_margin=a.edge_margin, depth_offset_m=offset, seed=a.seed,
                          head=a.head, landmarks=a.landmarks,
                          landmarks_per_head=a.landmarks_per_head,
-                         landmark_iterations=a.landmark_iterations, head_init=a.head_init)
+                         landmark_iterations=a.landmark_iterations, head_init=a.head_init,
+                         retrieval_model=a.retrieval_model, name=a.name, frame_id=a.frame_id)
     print(f'memorizing {len(frames)} frames from {a.data} with backbone {a.backbone}, head '
           f'{a.head}', file=sys.stderr)
     summary = memorize(frames, a.out, cfg, resume=a.resume, progress=not a.quiet,

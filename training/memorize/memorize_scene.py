@@ -33,10 +33,12 @@ from scene_reloc.backbones import FeatureExtractor
 from scene_reloc.partition import HierarchicalPartition
 from scene_reloc.region_head import RegionHeadConfig
 from scene_reloc.relocalizer import LocalizerConfig
+from scene_reloc.retrieval.database import build_database
 from scene_reloc.scene_map import save_scene_map
 from scene_reloc_training.memorize.feature_buffer import build_buffer, extract_frame
 from scene_reloc_training.memorize.head_init import resolve_head_init
 from scene_reloc_training.memorize.region_training import train_region_head
+from scene_reloc_training.memorize.retrieval_db import resolve_retrieval_model
 from scene_reloc_training.memorize.scene_coordinates import scene_coordinate_image
 
 
@@ -89,6 +91,13 @@ class MemorizeConfig:
     head_init: str = 'auto'
     """region_classifier: start of the head: auto (a meta-learned init that fits, else
     random), none (random) or a head-init file (``scene-reloc meta-train``)."""
+    retrieval_model: str = 'auto'
+    """Model the map's retrieval database is built with: auto (a trained one that fits the
+    backbone, else the built-in untrained GeM) or a file (``scene-reloc train-retrieval``)."""
+    name: str = ''
+    """The map's name in a site and in the node's messages (default: the file's stem)."""
+    frame_id: str = 'map'
+    """TF frame of the map's coordinates."""
 
     @classmethod
     def from_dict(cls, d):
@@ -136,6 +145,10 @@ def memorize(frames, out_path, cfg=MemorizeConfig(), resume=False, progress=True
     torch.manual_seed(cfg.seed)
     extractor = FeatureExtractor(cfg.backbone, cfg.backbone_weights, cfg.device)
     images, coords, feats, depths = read_frames(frames, extractor, cfg, progress)
+    retrieval, retrieval_ref = resolve_retrieval_model(
+        cfg.retrieval_model, cfg.backbone, extractor.weights_sha256, extractor.descriptor_dim)
+    database = build_database(retrieval, [f.grid_desc.cpu() for f in feats],
+                              [f.load_pose() for f in frames])
     if cfg.head == 'landmark_detector':
         from scene_reloc_training.memorize.memorize_landmarks import memorize_landmarks
         tensors, head_cfg, summary = memorize_landmarks(
@@ -143,7 +156,9 @@ def memorize(frames, out_path, cfg=MemorizeConfig(), resume=False, progress=True
     else:
         tensors, head_cfg, summary = _memorize_regions(
             images, coords, feats, extractor, cfg, out_path, resume, progress, t0)
-    return write_map(out_path, tensors, head_cfg, summary, extractor, cfg, frames, frame_root)
+    tensors.update(database)
+    return write_map(out_path, tensors, head_cfg, summary, extractor, cfg, frames, frame_root,
+                     retrieval_ref)
 
 
 def read_frames(frames, extractor, cfg, progress):
@@ -229,9 +244,13 @@ def localizer_defaults(head):
     return LocalizerConfig()
 
 
-def write_map(out_path, tensors, head_cfg, summary, extractor, cfg, frames, frame_root):
+def write_map(out_path, tensors, head_cfg, summary, extractor, cfg, frames, frame_root,
+              retrieval_ref):
     cfg_dict = asdict(cfg)
+    stem = os.path.splitext(os.path.basename(out_path))[0]
     manifest = {
+        'name': cfg.name or stem,
+        'frame_id': cfg.frame_id,
         'head_type': cfg.head,
         'scene_reloc_version': __version__,
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
@@ -244,6 +263,7 @@ def write_map(out_path, tensors, head_cfg, summary, extractor, cfg, frames, fram
         'frames': {'root': os.path.abspath(frame_root) if frame_root else '',
                    'stems': [f.stem for f in frames]},
         'metrics': summary,
+        'retrieval': retrieval_ref,
     }
     summary['map_megabytes'] = round(save_scene_map(out_path, tensors, manifest), 3)
     if os.path.exists(out_path + '.ckpt'):
