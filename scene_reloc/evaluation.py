@@ -49,6 +49,8 @@ class QueryRecord:
     """Position error squared in the metric of the estimated covariance (e^T C^-1 e)."""
     rotation_error_cam: tuple | None = None
     """Signed rotation error, rotvec of ``cam_true_from_cam_est`` in radians (localized only)."""
+    map_name: str | None = None
+    """The map the pose is in (a site's choice); None when not localized."""
 
 
 def record_query(stem, result, world_from_cam_true):
@@ -70,7 +72,8 @@ def record_query(stem, result, world_from_cam_true):
         t, r, est = math.inf, math.inf, None
     return QueryRecord(stem, bool(result.success), result.reason, t, r, float(result.seconds),
                        int(result.num_inliers), est,
-                       tuple(float(v) for v in world_from_cam_true[:3, 3]), nees, rotvec)
+                       tuple(float(v) for v in world_from_cam_true[:3, 3]), nees, rotvec,
+                       getattr(result, 'map_name', None))
 
 
 def localize_frames(localize, frames):
@@ -120,6 +123,27 @@ def compute_metrics(records, **extra):
         out['covariance_nees_within_95'] = round(float(np.mean(nees <= 7.815)), 4)
     out.update(rotation_bias(records))
     out.update(extra)
+    return out
+
+
+def map_selection(records, expected):
+    """
+    Map-selection counts of a site's answers against the map the queries belong to.
+
+    :param expected: the map's name, or None for queries from places in no map.
+    :return: ``map_selection``: answers per map name (``none`` for no answer),
+        ``map_selection_accuracy`` (right map, or none for out-of-map queries) and
+        ``false_accepts`` (a pose in some map for an out-of-map query).
+    """
+    counts = {}
+    for r in records:
+        key = r.map_name or 'none'
+        counts[key] = counts.get(key, 0) + 1
+    right = sum((r.map_name or None) == expected for r in records)
+    out = {'map_selection': counts,
+           'map_selection_accuracy': round(right / len(records), 4) if records else None}
+    if expected is None:
+        out['false_accepts'] = sum(r.map_name is not None for r in records)
     return out
 
 

@@ -116,6 +116,8 @@ class RelocResult:
     inlier_points2d: np.ndarray | None = None
     inlier_points3d: np.ndarray | None = None
     detail: str = ''
+    map_name: str | None = None
+    """The map the pose is in (its manifest name); None when not localized."""
 
 
 class Relocalizer:
@@ -126,11 +128,17 @@ class Relocalizer:
     >>> result = reloc.localize(rgb_u8, K)                                   # doctest: +SKIP
     """
 
-    def __init__(self, manifest, tensors, backbone_weights=None, device='auto', config=None):
+    def __init__(self, manifest, tensors, backbone_weights=None, device='auto', config=None,
+                 extractor=None):
         self.manifest = manifest
+        self.name = manifest.get('name')
         bb = manifest['backbone']
-        weights = backbone_weights or _find_weights(bb)
-        self.extractor = FeatureExtractor(bb['name'], weights, device)
+        if extractor is None:
+            weights = backbone_weights or find_weights(bb)
+            extractor = FeatureExtractor(bb['name'], weights, device)
+        else:
+            weights = extractor.weights_path
+        self.extractor = extractor
         if bb.get('weights_sha256') and self.extractor.weights_sha256 != bb['weights_sha256']:
             raise ValueError(
                 f'backbone weights {weights} (sha256 {self.extractor.weights_sha256}) are not '
@@ -167,11 +175,24 @@ class Relocalizer:
         t0 = time.perf_counter()
         img = np.asarray(image_rgb_u8)
         K = np.asarray(K, dtype=np.float64)
-        problem = _check_input(img, K)
+        problem = check_input(img, K)
         if problem:
             return RelocResult(False, BAD_INPUT, detail=problem)
-        H, W = img.shape[:2]
-        corr = self.scene_model.correspondences(self.features(img), (H, W), self.config)
+        return self.localize_features(self.features(img), K, img.shape[:2], t0)
+
+    def localize_features(self, features, K, image_hw, t0=None):
+        """
+        Localize one image from its backbone features (a site shares them among its maps).
+
+        :param features: :class:`~scene_reloc.backbones.ImageFeatures` with what
+            :meth:`features` gives (keypoints included when the scene model asks for them).
+        :param image_hw: (height, width) of the image.
+        :param t0: ``time.perf_counter()`` when the query started (for ``seconds``).
+        """
+        t0 = time.perf_counter() if t0 is None else t0
+        K = np.asarray(K, dtype=np.float64)
+        H, W = image_hw
+        corr = self.scene_model.correspondences(features, (H, W), self.config)
         p2, p3, weights = corr.points2d, corr.points3d, corr.weights
         n = len(p2)
         if n < max(4, self.config.min_inliers):
@@ -198,6 +219,7 @@ class Relocalizer:
             result.detail = 'pose is poorly constrained by the inliers (covariance too large)'
         else:
             result.success = True
+            result.map_name = self.name
             floor = [self.config.covariance_floor_m ** 2] * 3 + \
                 [self.config.covariance_floor_rad ** 2] * 3
             result.covariance = sol.covariance + np.diag(floor)
@@ -206,7 +228,7 @@ class Relocalizer:
         return result
 
 
-def _find_weights(backbone):
+def find_weights(backbone):
     """Find the weights a map's backbone needs: where it was memorized, else the cache."""
     if not backbone.get('weights_sha256'):
         return None
@@ -218,7 +240,7 @@ def _find_weights(backbone):
                      f'scene-reloc fetch-weights {backbone["name"]}')
 
 
-def _check_input(img, K):
+def check_input(img, K):
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         return f'expected an HxWx3 uint8 RGB image, got {img.dtype} {img.shape}'
     if img.shape[0] < 32 or img.shape[1] < 32:

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""``scene-reloc train-retrieval``: global descriptors (SARE) and patch embeddings (VOP)."""
+"""``scene-reloc train-retrieval`` (SARE descriptors, VOP patches) and ``scene-reloc site``."""
 
 from dataclasses import asdict, fields
 import json
@@ -69,6 +69,25 @@ def add_parsers(sub):
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
     p.add_argument('--quiet', action='store_true')
 
+    from scene_reloc.site import SiteConfig
+    c = SiteConfig()
+    p = sub.add_parser(
+        'site', help='join several maps into a site: one index, pick the right map or none',
+        description='Write a site file over scene maps: their paths (relative to the site) and '
+        'SHA-256, one retrieval index over all their memorized frames, and the retrieval model. '
+        'A site is accepted wherever a map is (evaluate, localize, replay-eval, the node): a '
+        'query is retrieved, re-ranked by patch-overlap votes, localized in the best maps and '
+        'verified; the answer names the map, or none of them. The maps must share one backbone '
+        'and one retrieval model (memorize --retrieval-model) and have distinct names.')
+    p.add_argument('--maps', nargs='+', required=True, metavar='MAP', help='scene map files')
+    p.add_argument('--out', required=True, metavar='SITE', help='site file to write')
+    p.add_argument('--shortlist', type=int, default=c.shortlist,
+                   help='frames retrieved by global descriptor before voting')
+    p.add_argument('--max-maps', type=int, default=c.max_maps,
+                   help='maps a query is localized in at most (best votes first)')
+    p.add_argument('--min-inliers', type=int, default=c.min_inliers,
+                   help="inliers a pose from the site needs (beside the map's own gating)")
+
 
 def cmd_train_retrieval(a):
     from scene_reloc.backbones import FeatureExtractor
@@ -94,4 +113,13 @@ def cmd_train_retrieval(a):
                       'patch_loss_first_last': info['patch_loss_first_last']}, indent=2))
 
 
-HANDLERS = {'train-retrieval': cmd_train_retrieval}
+def cmd_site(a):
+    from scene_reloc.site import SiteConfig, write_site
+    m = write_site(a.out, a.maps, SiteConfig(shortlist=a.shortlist, max_maps=a.max_maps,
+                                             min_inliers=a.min_inliers))
+    print(json.dumps({'site': a.out, 'maps': [e['name'] for e in m['maps']],
+                      'frames': sum(e['frames'] for e in m['maps']),
+                      'retrieval_model': m['retrieval']['model']}, indent=2))
+
+
+HANDLERS = {'train-retrieval': cmd_train_retrieval, 'site': cmd_site}

@@ -81,7 +81,8 @@ def add_parsers(sub):
     add_common(p)
 
     p = sub.add_parser('evaluate', help='localize held-out frames and compare with their poses',
-                       description='Localize every listed frame with the map, compare with the '
+                       description='Localize every listed frame with the map (or site), compare '
+                       'with the '
                        'frame poses, print the metrics JSON; optionally write it and a report '
                        'with plots (trajectory top view, error CDFs, latency).')
     p.add_argument('--map', required=True, help='scene map file')
@@ -92,6 +93,9 @@ def add_parsers(sub):
                    'queries.csv) here')
     p.add_argument('--refinement', choices=['keypoints', 'none'],
                    help="override the map's refinement (none = leaf centres, plain SRC)")
+    p.add_argument('--expect-map', metavar='NAME',
+                   help='with a site: the map these frames belong to ("" for frames of no '
+                   'map); adds map-selection counts to the metrics')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
     add_common(p)
 
@@ -154,20 +158,22 @@ def cmd_memorize(a):
 
 
 def _relocalizer(a):
-    from scene_reloc.relocalizer import Relocalizer
-    return Relocalizer.from_file(a.map, a.backbone_weights, a.device)
+    from scene_reloc.site import open_localizer
+    return open_localizer(a.map, a.backbone_weights, a.device)
 
 
 def cmd_evaluate(a):
     from tqdm import tqdm
 
-    from scene_reloc.evaluation import compute_metrics, record_query
+    from scene_reloc.evaluation import compute_metrics, map_selection, record_query
     from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder
     from scene_reloc.report import write_report
     folder = PosedFrameFolder(a.data)
     frames = folder.frames(parse_frame_list(a.frames, folder))
     reloc = _relocalizer(a)
     if a.refinement:
+        if not hasattr(reloc.config, 'refinement'):
+            raise ValueError('--refinement applies to a map, not to a site')
         reloc.config.refinement = a.refinement
     reloc.localize(frames[0].load_color(), frames[0].K)  # warm-up, not timed
     records = [record_query(fr.stem, reloc.localize(fr.load_color(), fr.K), fr.load_pose())
@@ -175,6 +181,8 @@ def cmd_evaluate(a):
     m = reloc.manifest.get('metrics', {})
     metrics = compute_metrics(records, train_seconds=m.get('train_seconds'),
                               map_megabytes=round(os.path.getsize(a.map) / 1e6, 3))
+    if a.expect_map is not None:
+        metrics.update(map_selection(records, a.expect_map or None))
     print(json.dumps(metrics, indent=2))
     if a.json:
         with open(a.json, 'w') as f:
@@ -193,10 +201,10 @@ def cmd_localize(a):
         try:
             res = reloc.localize(read_color(path), K)
         except DataError as e:
-            print(json.dumps({'image': path, 'success': False, 'reason': 'bad_input',
-                              'detail': str(e)}), flush=True)
+            print(json.dumps({'image': path, 'map': None, 'success': False,
+                              'reason': 'bad_input', 'detail': str(e)}), flush=True)
             continue
-        out = {'image': path, 'success': res.success, 'reason': res.reason,
+        out = {'image': path, 'map': res.map_name, 'success': res.success, 'reason': res.reason,
                'detail': res.detail, 'num_inliers': res.num_inliers,
                'num_correspondences': res.num_correspondences,
                'reprojection_error_px': None if not np.isfinite(res.reprojection_error_px)

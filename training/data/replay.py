@@ -138,10 +138,10 @@ def run(bag, map_path, out_dir, backbone_weights=None, device='auto', progress=T
     """
     import json
 
-    from scene_reloc.relocalizer import Relocalizer
     from scene_reloc.report import write_report
+    from scene_reloc.site import open_localizer
     os.makedirs(out_dir, exist_ok=True)
-    reloc = Relocalizer.from_file(map_path, backbone_weights, device)
+    reloc = open_localizer(map_path, backbone_weights, device)   # a map or a site
     out_bag = os.path.join(out_dir, 'estimates')
     if os.path.isdir(out_bag):
         shutil.rmtree(out_bag)

@@ -1,0 +1,226 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+A site: several scene maps and one retrieval index over all their memorized frames.
+
+Wherever a map is accepted, a site is accepted (:func:`open_localizer`). A query is described
+once (backbone features, global descriptor, patch embeddings), then:
+
+1. retrieve: the ``shortlist`` nearest memorized frames of all maps by global descriptor;
+2. re-rank: VOP's patch-overlap votes over the shortlist; a map scores the votes of its frames;
+3. localize in the best ``max_maps`` maps (with votes), in that order, on the same features;
+4. verify: the map's own gating (inliers, reprojection error, conditioning) and the site's
+   stricter ``min_inliers``; the first map that passes gives the pose, else "none of them".
+
+The site file (safetensors + manifest) names its maps by path (relative to the site file) and
+SHA-256, holds the index's descriptors and the retrieval model itself; it loads only if every
+map is there unchanged and all share one backbone and one retrieval model.
+"""
+
+from dataclasses import dataclass
+import os
+import time
+
+import numpy as np
+import torch
+
+from scene_reloc.artifact import ArtifactError, load_artifact, save_artifact
+from scene_reloc.backbones import FeatureExtractor, sha256_of_file
+from scene_reloc.relocalizer import BAD_INPUT, check_input, find_weights, Relocalizer, RelocResult
+from scene_reloc.retrieval.database import FrameDatabase, model_sha256
+from scene_reloc.retrieval.index import GlobalIndex
+from scene_reloc.retrieval.model import RetrievalConfig, RetrievalModel
+from scene_reloc.retrieval.voting import overlap_votes
+from scene_reloc.scene_map import load_scene_map
+
+SITE_KEY = 'scene_reloc_site'
+SITE_VERSION = 1
+NOT_IN_ANY_MAP = 'not_in_any_map'
+
+
+class SiteError(ArtifactError):
+    """A site file that cannot be used, and why."""
+
+
+@dataclass
+class SiteConfig:
+    """Query-time settings of a site (stored in the site file, overridable)."""
+
+    shortlist: int = 30
+    """Frames retrieved by global descriptor before the overlap voting."""
+    max_maps: int = 2
+    """Maps a query is localized in at most (best votes first)."""
+    min_inliers: int = 30
+    """A pose from a site needs at least this many inliers (its map's own minimum applies too)."""
+    radius: float | None = None
+    """VOP match radius (cosine distance); None: the median similarity, as VOP."""
+
+
+def write_site(out, map_paths, config=None):
+    """
+    Write a site over existing maps.
+
+    :raises SiteError: no maps, a map that does not load, mixed backbones or retrieval models.
+    :return: the site manifest.
+    """
+    if not map_paths:
+        raise SiteError('a site needs at least one map')
+    site_dir = os.path.dirname(os.path.abspath(out))
+    entries, globs, map_idx, frame_idx = [], [], [], []
+    backbone = retrieval = None
+    for i, path in enumerate(map_paths):
+        manifest, tensors = load_scene_map(path)
+        bb = {k: manifest['backbone'].get(k) for k in ('name', 'weights_sha256')}
+        ref = manifest['retrieval']
+        if backbone is None:
+            backbone, retrieval = bb, ref
+        elif bb != backbone:
+            raise SiteError(f'{path} uses backbone {bb}, the site {backbone}: maps of a site '
+                            'must share one backbone')
+        elif ref['sha256'] != retrieval['sha256']:
+            raise SiteError(f'{path} was described with another retrieval model than '
+                            f'{map_paths[0]}: memorize them with the same --retrieval-model')
+        name = manifest['name']
+        if name in (e['name'] for e in entries):
+            raise SiteError(f'two maps are named {name!r}: memorize one with --name')
+        db = FrameDatabase(tensors)
+        entries.append({'name': name, 'frame_id': manifest.get('frame_id', 'map'),
+                        'path': os.path.relpath(os.path.abspath(path), site_dir),
+                        'sha256': sha256_of_file(path), 'head_type': manifest['head_type'],
+                        'frames': len(db)})
+        globs.append(db.globals)
+        map_idx.append(np.full(len(db), i, np.int32))
+        frame_idx.append(np.arange(len(db), dtype=np.int32))
+    from scene_reloc.retrieval.database import find_model
+    model = find_model(retrieval, local_dim=retrieval['config']['local_dim'])
+    tensors = {'index.global': np.concatenate(globs), 'index.map': np.concatenate(map_idx),
+               'index.frame': np.concatenate(frame_idx)}
+    tensors.update({f'model.{k}': v.detach().cpu().numpy()
+                    for k, v in model.state_dict().items()})
+    manifest = {'kind': 'scene_reloc.site', 'maps': entries, 'backbone': backbone,
+                'retrieval': retrieval, 'config': (config or SiteConfig()).__dict__}
+    save_artifact(out, tensors, manifest, SITE_KEY, SITE_VERSION)
+    return manifest
+
+
+def is_site(path):
+    """Whether ``path`` is a site file (else it should be a map)."""
+    from safetensors import safe_open
+    try:
+        with safe_open(path, framework='numpy') as f:
+            return SITE_KEY in (f.metadata() or {})
+    except Exception:  # noqa: BLE001 - not readable: let the map loader say why
+        return False
+
+
+def open_localizer(path, backbone_weights=None, device='auto', site_config=None):
+    """Open a map file as a :class:`Relocalizer`, a site file as a :class:`SiteLocalizer`."""
+    if is_site(path):
+        return SiteLocalizer.from_file(path, backbone_weights, device, site_config)
+    return Relocalizer.from_file(path, backbone_weights, device)
+
+
+class SiteLocalizer:
+    """Several maps behind one ``localize(image, K)``; the result names the map or none."""
+
+    def __init__(self, manifest, tensors, site_dir, backbone_weights=None, device='auto',
+                 config=None):
+        self.manifest = manifest
+        self.config = config or SiteConfig(**manifest.get('config', {}))
+        bb = manifest['backbone']
+        weights = backbone_weights or find_weights(bb)
+        self.extractor = FeatureExtractor(bb['name'], weights, device)
+        self.maps, self.databases = [], []
+        for entry in manifest['maps']:
+            path = os.path.join(site_dir, entry['path'])
+            if not os.path.isfile(path):
+                raise SiteError(f'map {entry["name"]} is missing: {path}')
+            if sha256_of_file(path) != entry['sha256']:
+                raise SiteError(f'map {entry["name"]} ({path}) changed since the site was '
+                                'written: run scene-reloc site again')
+            m_manifest, m_tensors = load_scene_map(path)
+            self.maps.append(Relocalizer(m_manifest, m_tensors, extractor=self.extractor))
+            self.databases.append(FrameDatabase(m_tensors))
+        cfg = RetrievalConfig.from_dict(manifest['retrieval']['config'])
+        self.retrieval = RetrievalModel(cfg)
+        self.retrieval.load_state_dict({k[6:]: torch.from_numpy(v.copy())
+                                        for k, v in tensors.items() if k.startswith('model.')})
+        self.retrieval.eval().to(self.extractor.device)
+        if model_sha256(self.retrieval) != manifest['retrieval']['sha256']:
+            raise SiteError('the retrieval model in the site is not the one its maps used')
+        self.frame_map = tensors['index.map'].astype(np.int64)
+        self.frame_index = tensors['index.frame'].astype(np.int64)
+        glob = tensors['index.global']
+        for i, db in enumerate(self.databases):
+            mine = self.frame_map == i
+            if mine.sum() != len(db) or not np.allclose(glob[mine][self.frame_index[mine]],
+                                                        db.globals, atol=1e-6):
+                raise SiteError(f'the site index does not match map {self.maps[i].name}: run '
+                                'scene-reloc site again')
+        self.index = GlobalIndex(glob)
+        self.names = [m.name for m in self.maps]
+
+    @classmethod
+    def from_file(cls, path, backbone_weights=None, device='auto', config=None):
+        def check(manifest, tensors):
+            need = ('index.global', 'index.map', 'index.frame')
+            if [k for k in need if k not in tensors] or not manifest.get('maps'):
+                return 'not a complete site (index or maps missing)'
+            n = len(tensors['index.global'])
+            if len(tensors['index.map']) != n or len(tensors['index.frame']) != n:
+                return 'the index is inconsistent'
+            return ''
+        manifest, tensors = load_artifact(path, SITE_KEY, SITE_VERSION, 'site',
+                                          'write it again with scene-reloc site', check,
+                                          SiteError)
+        return cls(manifest, tensors, os.path.dirname(os.path.abspath(path)), backbone_weights,
+                   device, config)
+
+    def rank_maps(self, features):
+        """
+        Return the candidate maps, best first: [(map index, votes)], and per-map votes.
+
+        Retrieval by global descriptor, then VOP voting over the shortlist.
+        """
+        g, patches = self.retrieval.describe(features.grid_desc)
+        _, ids = self.index.search(g, self.config.shortlist)
+        ids = ids[0][ids[0] >= 0]
+        frames = [self.databases[self.frame_map[i]].patches(self.frame_index[i]) for i in ids]
+        votes, _ = overlap_votes(patches, frames, self.config.radius)
+        per_map = np.zeros(len(self.maps))
+        np.add.at(per_map, self.frame_map[ids], votes)
+        order = [int(i) for i in np.argsort(-per_map) if per_map[i] > 0]
+        return order[:self.config.max_maps], per_map
+
+    def localize(self, image_rgb_u8, K):
+        """Localize in the site: the pose in the chosen map, or "none of them" with why."""
+        t0 = time.perf_counter()
+        img = np.asarray(image_rgb_u8)
+        K = np.asarray(K, dtype=np.float64)
+        problem = check_input(img, K)
+        if problem:
+            return RelocResult(False, BAD_INPUT, detail=problem)
+        feats = self.extractor.extract(img, max(m.config.max_keypoints for m in self.maps))
+        order, votes = self.rank_maps(feats)
+        tried = []
+        for i in order:
+            res = self.maps[i].localize_features(feats, K, img.shape[:2], t0)
+            if res.success and res.num_inliers >= self.config.min_inliers:
+                res.seconds = time.perf_counter() - t0
+                return res
+            tried.append(f'{self.names[i]}: {res.reason} ({res.num_inliers} inliers)')
+        detail = ('; '.join(tried) if tried else 'no memorized frame overlaps the image')
+        return RelocResult(False, NOT_IN_ANY_MAP, seconds=time.perf_counter() - t0,
+                           detail=f'none of the maps: {detail}')

@@ -1,0 +1,145 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Sites: several maps, the right one chosen, "none of them" for places in no map; bad sites."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from conftest import SMALL_CFG
+import pytest
+
+from scene_reloc.posed_frames import PosedFrameFolder
+from scene_reloc.scene_map import load_scene_map, save_scene_map
+from scene_reloc.site import NOT_IN_ANY_MAP, open_localizer, SiteError, SiteLocalizer, write_site
+from scene_reloc_training.data.synthetic_scene import write_synthetic_scene
+from scene_reloc_training.memorize.memorize_scene import memorize, MemorizeConfig
+
+SCRIPT = os.path.join(os.path.dirname(sys.executable), 'scene-reloc')
+ROOMS = {'lab': (21, (5.0, 4.0, 2.6)), 'hall': (22, (6.5, 3.5, 2.8)),
+         'elsewhere': (23, (4.0, 5.5, 2.5))}
+
+
+@pytest.fixture(scope='module')
+def site(tmp_path_factory):
+    """Two memorized rooms in one site, and a third room that is in no map."""
+    base = tmp_path_factory.mktemp('site')
+    roots, maps = {}, []
+    for name, (seed, size) in ROOMS.items():
+        root = str(base / name)
+        mem, query = write_synthetic_scene(root, seed=seed, num_memorize=16, num_query=12,
+                                           trajectory_frames=200, width=160, height=120,
+                                           room_size=size, query_lighting=True)
+        roots[name] = (root, query)
+        if name != 'elsewhere':
+            path = str(base / 'maps' / f'{name}.map')
+            memorize(PosedFrameFolder(root).frames(mem), path, MemorizeConfig(**SMALL_CFG),
+                     progress=False)
+            maps.append(path)
+    out = str(base / 'maps' / 'building.site')
+    r = subprocess.run([SCRIPT, 'site', '--maps', *maps, '--out', out],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary['maps'] == ['lab', 'hall'] and summary['frames'] == 32
+    return out, maps, roots
+
+
+def _evaluate(site_path, root, expect):
+    r = subprocess.run([SCRIPT, 'evaluate', '--map', site_path, '--data', root, '--frames',
+                        os.path.join(root, 'query.txt'), '--expect-map', expect, '--device',
+                        'cpu', '--quiet'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_site_picks_the_right_map_and_localizes_in_it(site):
+    out, _, roots = site
+    for name in ('lab', 'hall'):
+        m = _evaluate(out, roots[name][0], name)
+        assert m['map_selection_accuracy'] >= 0.9, m['map_selection']
+        assert m['recall_5cm_5deg'] >= 0.8
+
+
+def test_site_says_none_of_them_for_a_place_in_no_map(site):
+    out, _, roots = site
+    m = _evaluate(out, roots['elsewhere'][0], '')
+    assert m['false_accepts'] == 0 and m['n_localized'] == 0
+    reloc = open_localizer(out, device='cpu')
+    frame = PosedFrameFolder(roots['elsewhere'][0]).frames(roots['elsewhere'][1][:1])[0]
+    res = reloc.localize(frame.load_color(), frame.K)
+    assert not res.success and res.reason == NOT_IN_ANY_MAP and res.map_name is None
+    assert 'none of the maps' in res.detail
+
+
+def test_localize_prints_the_chosen_map(site):
+    out, _, roots = site
+    root, query = roots['hall']
+    img = os.path.join(root, f'{query[0]}.color.png')
+    r = subprocess.run([SCRIPT, 'localize', '--map', out, '--intrinsics',
+                        os.path.join(root, 'camera-intrinsics.txt'), img, '--device', 'cpu'],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    line = json.loads(r.stdout.splitlines()[0])
+    assert line['map'] == 'hall' and line['success'] and line['reason'] == 'ok'
+
+
+def test_a_site_of_one_map_still_refuses_other_places(site, tmp_path):
+    _, maps, roots = site
+    one = str(tmp_path / 'one.site')
+    write_site(one, maps[:1])
+    reloc = SiteLocalizer.from_file(one, device='cpu')
+    frames = PosedFrameFolder(roots['lab'][0]).frames(roots['lab'][1][:4])
+    assert sum(reloc.localize(f.load_color(), f.K).map_name == 'lab' for f in frames) >= 3
+    frames = PosedFrameFolder(roots['hall'][0]).frames(roots['hall'][1][:4])
+    assert all(not reloc.localize(f.load_color(), f.K).success for f in frames)
+
+
+def test_bad_sites_are_refused_with_the_reason(site, tmp_path):
+    out, maps, _ = site
+    with pytest.raises(SiteError, match='at least one map'):
+        write_site(str(tmp_path / 'empty.site'), [])
+    # Maps moved away or changed after the site was written.
+    moved = tmp_path / 'moved'
+    shutil.copytree(os.path.dirname(out), moved)
+    os.remove(moved / 'hall.map')
+    with pytest.raises(SiteError, match='missing'):
+        SiteLocalizer.from_file(str(moved / 'building.site'), device='cpu')
+    manifest, tensors = load_scene_map(str(moved / 'lab.map'))
+    manifest['metrics']['note'] = 'edited'
+    save_scene_map(str(moved / 'lab.map'), tensors, manifest)
+    shutil.copy(maps[1], moved / 'hall.map')
+    with pytest.raises(SiteError, match='changed since'):
+        SiteLocalizer.from_file(str(moved / 'building.site'), device='cpu')
+    # Mixed backbones.
+    manifest, tensors = load_scene_map(maps[1])
+    manifest['backbone']['weights_sha256'] = 'f' * 64
+    other = str(tmp_path / 'other.map')
+    manifest['name'] = 'other'
+    save_scene_map(other, tensors, manifest)
+    with pytest.raises(SiteError, match='share one backbone'):
+        write_site(str(tmp_path / 'mixed.site'), [maps[0], other])
+    # Same names.
+    with pytest.raises(SiteError, match='named'):
+        write_site(str(tmp_path / 'twice.site'), [maps[0], maps[0]])
+    # A corrupted index: the checksum says so.
+    data = bytearray(open(out, 'rb').read())
+    data[-9] ^= 0x5A
+    bad = tmp_path / 'bad.site'
+    bad.write_bytes(bytes(data))
+    with pytest.raises(SiteError, match='checksum|readable'):
+        SiteLocalizer.from_file(str(bad), device='cpu')
