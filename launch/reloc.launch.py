@@ -33,7 +33,7 @@ from launch import LaunchDescription
 
 # Launch arguments: (name, default, description). Kept in step with the node by a test.
 ARGUMENTS = (
-    ('scene_map', '', 'scene map file from scene-reloc memorize'),
+    ('scene_map', '', 'scene map file (scene-reloc memorize) or site file (scene-reloc site)'),
     ('params_file', None, 'parameter file (default: the package config/reloc.yaml)'),
     ('namespace', '', 'namespace of the node and its topics'),
     ('use_sim_time', 'false', 'use /clock (bag replay with --clock)'),

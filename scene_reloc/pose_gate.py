@@ -72,6 +72,37 @@ class OdometryConsistencyGate:
                        f'({self._count}/{self.confirmations} confirmations)')
 
 
+class MapSelectionGate:
+    """
+    Hysteresis on a site's map choice: the current map changes only with evidence.
+
+    The first localized map is taken; a different map must win ``confirmations`` consecutive
+    localized frames before the node follows it (frames in no map neither count nor reset).
+    """
+
+    def __init__(self, confirmations=3):
+        self.confirmations = max(1, int(confirmations))
+        self.reset()
+
+    def reset(self):
+        self.current, self._candidate, self._count = None, None, 0
+
+    def check(self, map_name):
+        """Return ``(accepted, reason)`` for a pose in ``map_name``."""
+        if self.current is None or map_name == self.current:
+            self.current, self._candidate, self._count = map_name, None, 0
+            return True, ''
+        if map_name == self._candidate:
+            self._count += 1
+        else:
+            self._candidate, self._count = map_name, 1
+        if self._count >= self.confirmations:
+            old, self.current, self._candidate, self._count = self.current, map_name, None, 0
+            return True, f'switched map {old} -> {map_name}'
+        return False, (f'map switch {self.current} -> {map_name} pending '
+                       f'({self._count}/{self.confirmations} frames)')
+
+
 def covariance_to_body(world_from_cam, cov_cam, cam_from_body):
     """
     Covariance of ``world_from_body = world_from_cam @ cam_from_body`` (ROS convention).

@@ -158,6 +158,10 @@ class Relocalizer:
         """The map's scene model (``region_classifier``, ``landmark_detector``, ...)."""
         return self.scene_model.head_type
 
+    def map_points(self, name=None):
+        """(N, 3) scene points of the map (for markers); ``name`` is ignored (one map)."""
+        return self.scene_model.map_points()
+
     def features(self, image_rgb_u8):
         """Backbone features of one image, as the scene model asks for them."""
         if self.scene_model.features_needed(self.config) == FEATURES_KEYPOINTS:

@@ -171,6 +171,14 @@ class SiteLocalizer:
                                 'scene-reloc site again')
         self.index = GlobalIndex(glob)
         self.names = [m.name for m in self.maps]
+        # The TF frame of each map's poses: its frame_id, or its name when left at 'map' (so
+        # that the frame says which map a pose is in).
+        self.frame_ids = {e['name']: e['name'] if e.get('frame_id', 'map') == 'map'
+                          else e['frame_id'] for e in manifest['maps']}
+
+    def map_points(self, name=None):
+        """Scene points of one map (default: the first)."""
+        return self.maps[self.names.index(name) if name else 0].map_points()
 
     @classmethod
     def from_file(cls, path, backbone_weights=None, device='auto', config=None):

@@ -14,7 +14,10 @@
 
 """Shared fixtures: a small synthetic scene and its memorized map, built once per session."""
 
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -61,3 +64,33 @@ def sld_scene(tmp_path_factory):
                          max_keypoints=1024, seed=0)
     summary = memorize(PosedFrameFolder(root).frames(mem), path, cfg, progress=False)
     return root, query, path, summary
+
+
+ROOMS = {'lab': (21, (5.0, 4.0, 2.6)), 'hall': (22, (6.5, 3.5, 2.8)),
+         'elsewhere': (23, (4.0, 5.5, 2.5))}
+
+
+@pytest.fixture(scope='session')
+def site(tmp_path_factory):
+    """Two memorized rooms in one site, and a third room that is in no map."""
+    base = tmp_path_factory.mktemp('site')
+    roots, maps = {}, []
+    for name, (seed, size) in ROOMS.items():
+        root = str(base / name)
+        mem, query = write_synthetic_scene(root, seed=seed, num_memorize=16, num_query=12,
+                                           trajectory_frames=200, width=160, height=120,
+                                           room_size=size, query_lighting=True)
+        roots[name] = (root, query)
+        if name != 'elsewhere':
+            path = str(base / 'maps' / f'{name}.map')
+            memorize(PosedFrameFolder(root).frames(mem), path, MemorizeConfig(**SMALL_CFG),
+                     progress=False)
+            maps.append(path)
+    out = str(base / 'maps' / 'building.site')
+    script = os.path.join(os.path.dirname(sys.executable), 'scene-reloc')
+    r = subprocess.run([script, 'site', '--maps', *maps, '--out', out], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary['maps'] == ['lab', 'hall'] and summary['frames'] == 32
+    return out, maps, roots

@@ -279,3 +279,34 @@ def test_play_publishes_the_bag_clock(bag, listener):
 def json_published(stdout):
     import json
     return json.loads(stdout)['published']
+
+
+def test_the_node_runs_a_site_names_the_map_and_switches_only_with_evidence(site, listener,
+                                                                           tmp_path):
+    # A robot walks through the hall, a room in no map, then the lab.
+    out, _, roots = site
+    frames = []
+    for name, n in (('hall', 6), ('elsewhere', 5), ('lab', 7)):
+        root, query = roots[name]
+        frames += [(name, f) for f in PosedFrameFolder(root).frames(query[:n])]
+    bag = str(tmp_path / 'walk_bag')
+    stamps = dataset_to_bag([f for _, f in frames], bag, rate=5.0, compressed=False,
+                            progress=False)
+    room_of = {ns: name for (ns, _), (name, _) in zip(stamps, frames)}
+    env = ros_env(DOMAIN)
+    node = start_node(env, {'scene_map': out, 'device': 'cpu', 'publish_mode': 'map_to_camera',
+                            'map_switch_frames': 3}, tmp_path / 'node.log',
+                      remaps=[('image', '/camera/image'), ('camera_info', '/camera/camera_info')])
+    play_into(node, bag, 9, env, listener, tmp_path)
+    log = open(tmp_path / 'node.log').read()
+    poses = [(room_of[stamp_to_ns(p.header.stamp)], p.header.frame_id) for p in listener.poses]
+    assert poses, log
+    # Nothing is published for the room in no map, and a pose's frame names its map.
+    assert all(room != 'elsewhere' for room, _ in poses), poses
+    assert all(room == frame for room, frame in poses), poses
+    assert sum(room == 'hall' for room, _ in poses) >= 4
+    # The switch to the lab waits for three agreeing frames: its first two are held back.
+    lab = [ns for ns, room in sorted(room_of.items()) if room == 'lab']
+    published_lab = {stamp_to_ns(p.header.stamp) for p in listener.poses} & set(lab)
+    assert published_lab and min(published_lab) >= lab[2], (lab, sorted(published_lab))
+    assert any('not_in_any_map' in m for m in listener.diag_messages())

@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 
 from scene_reloc.geometry import rotvec_to_matrix
-from scene_reloc.pose_gate import covariance_to_body, OdometryConsistencyGate
+from scene_reloc.pose_gate import covariance_to_body, MapSelectionGate, OdometryConsistencyGate
 from scene_reloc.ros.keep_latest import KeepLatestWorker
 from scene_reloc.ros.params import NODE_NAME, PARAMETERS, validate
 
@@ -87,6 +87,19 @@ def test_gate_rejects_a_jump_until_it_is_confirmed():
     ok, why = gate.check(jumped)  # the third agreeing frame in a row
     assert ok and 'confirmed' in why
     np.testing.assert_allclose(gate.accepted, jumped)
+
+
+def test_map_gate_follows_another_map_only_after_agreeing_frames():
+    gate = MapSelectionGate(confirmations=3)
+    assert gate.check('lab') == (True, '') and gate.current == 'lab'
+    ok, why = gate.check('hall')
+    assert not ok and '1/3' in why and gate.current == 'lab'
+    assert gate.check('lab')[0]                  # back: the candidate is dropped
+    assert not gate.check('hall')[0] and not gate.check('hall')[0]
+    ok, why = gate.check('hall')
+    assert ok and 'lab -> hall' in why and gate.current == 'hall'
+    gate.reset()
+    assert gate.current is None and gate.check('hall')[0]
 
 
 def test_covariance_moves_to_the_body_frame_by_the_lever_arm():

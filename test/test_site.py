@@ -20,45 +20,13 @@ import shutil
 import subprocess
 import sys
 
-from conftest import SMALL_CFG
 import pytest
 
 from scene_reloc.posed_frames import PosedFrameFolder
 from scene_reloc.scene_map import load_scene_map, save_scene_map
 from scene_reloc.site import NOT_IN_ANY_MAP, open_localizer, SiteError, SiteLocalizer, write_site
-from scene_reloc_training.data.synthetic_scene import write_synthetic_scene
-from scene_reloc_training.memorize.memorize_scene import memorize, MemorizeConfig
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), 'scene-reloc')
-ROOMS = {'lab': (21, (5.0, 4.0, 2.6)), 'hall': (22, (6.5, 3.5, 2.8)),
-         'elsewhere': (23, (4.0, 5.5, 2.5))}
-
-
-@pytest.fixture(scope='module')
-def site(tmp_path_factory):
-    """Two memorized rooms in one site, and a third room that is in no map."""
-    base = tmp_path_factory.mktemp('site')
-    roots, maps = {}, []
-    for name, (seed, size) in ROOMS.items():
-        root = str(base / name)
-        mem, query = write_synthetic_scene(root, seed=seed, num_memorize=16, num_query=12,
-                                           trajectory_frames=200, width=160, height=120,
-                                           room_size=size, query_lighting=True)
-        roots[name] = (root, query)
-        if name != 'elsewhere':
-            path = str(base / 'maps' / f'{name}.map')
-            memorize(PosedFrameFolder(root).frames(mem), path, MemorizeConfig(**SMALL_CFG),
-                     progress=False)
-            maps.append(path)
-    out = str(base / 'maps' / 'building.site')
-    r = subprocess.run([SCRIPT, 'site', '--maps', *maps, '--out', out],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    summary = json.loads(r.stdout)
-    assert summary['maps'] == ['lab', 'hall'] and summary['frames'] == 32
-    return out, maps, roots
-
-
 def _evaluate(site_path, root, expect):
     r = subprocess.run([SCRIPT, 'evaluate', '--map', site_path, '--data', root, '--frames',
                         os.path.join(root, 'query.txt'), '--expect-map', expect, '--device',

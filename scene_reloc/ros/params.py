@@ -22,8 +22,10 @@ consistent. No rclpy import here, so the table is usable (and tested) without RO
 NODE_NAME = 'reloc_node'
 
 PARAMETERS = {
-    'scene_map': ('', 'scene map file (.safetensors from scene-reloc memorize); can be switched '
-                      'at runtime, the new map is validated first'),
+    'scene_map': ('', 'scene map file (scene-reloc memorize) or site file (scene-reloc site); '
+                      'can be switched at runtime, the new one is validated first'),
+    'map_switch_frames': (3, 'site: consecutive frames that must place the camera in another '
+                             'map before the node follows it'),
     'backbone_weights': ('', 'backbone weights file, only if the one recorded in the map moved'),
     'device': ('auto', 'auto | cpu | cuda: where the networks run'),
     'image_transport': ('raw', 'raw (sensor_msgs/Image on "image") or compressed '
@@ -32,7 +34,8 @@ PARAMETERS = {
     'qos_depth': (1, 'subscription queue depth for image and camera_info'),
     'publish_mode': ('map_to_odom', 'map_to_odom (REP-105, composed with odom->camera from '
                                     '/tf) | map_to_camera (rigs without odometry)'),
-    'global_frame_id': ('map', 'the scene map frame'),
+    'global_frame_id': ('map', 'the scene map frame (a site publishes each map in its own '
+                               'frame: its frame_id, or its name)'),
     'odom_frame_id': ('odom', 'odometry frame (map_to_odom mode)'),
     'camera_frame_id': ('', 'camera optical frame; empty: the image header frame_id'),
     'base_frame_id': ('', "if set, ~/pose is this frame's pose (camera->base from /tf); "
@@ -72,6 +75,7 @@ _MINIMA = {
     'max_jump_translation': (0.0, 'not negative'),
     'max_jump_rotation': (0.0, 'not negative'),
     'jump_confirmations': (1, 'at least 1'),
+    'map_switch_frames': (1, 'at least 1'),
     'max_marker_points': (0, 'not negative'),
     'diagnostics_period': (1e-3, 'positive'),
 }

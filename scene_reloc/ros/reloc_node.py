@@ -41,7 +41,12 @@ from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
 
-from scene_reloc.pose_gate import covariance_to_body, map_from_odom, OdometryConsistencyGate
+from scene_reloc.pose_gate import (
+    covariance_to_body,
+    map_from_odom,
+    MapSelectionGate,
+    OdometryConsistencyGate,
+)
 from scene_reloc.ros import messages
 from scene_reloc.ros.conversions import (
     CameraModel,
@@ -68,6 +73,7 @@ class RelocNode(LifecycleNode):
         self.camera = None
         self.worker = None
         self.gate = None
+        self.map_gate = MapSelectionGate(self.p('map_switch_frames'))
         self._lock = threading.Lock()   # guards self.reloc (runtime map switch)
         self._subs = []
         self._force_next = False
@@ -159,15 +165,14 @@ class RelocNode(LifecycleNode):
 
     # ---------------------------------------------------------------- parameters
     def _load_map(self, path):
-        from scene_reloc.relocalizer import Relocalizer  # torch import only when needed
+        from scene_reloc.site import open_localizer  # torch import only when needed
         if not path:
             raise ValueError('parameter scene_map is empty: set it to a map file from '
-                             'scene-reloc memorize')
-        reloc = Relocalizer.from_file(path, self.p('backbone_weights') or None, self.p('device'))
-        if self.p('min_inliers') > 0:
-            reloc.config.min_inliers = int(self.p('min_inliers'))
-        if self.p('max_reprojection_error') > 0:
-            reloc.config.max_reprojection_error = float(self.p('max_reprojection_error'))
+                             'scene-reloc memorize (or a site from scene-reloc site)')
+        reloc = open_localizer(path, self.p('backbone_weights') or None, self.p('device'))
+        for name in ('min_inliers', 'max_reprojection_error'):
+            if self.p(name) > 0:
+                self._set_map_setting(reloc, name, self.p(name))
         h, w = 480, 640
         reloc.localize(np.zeros((h, w, 3), np.uint8), np.array(
             [[500.0, 0, w / 2], [0, 500.0, h / 2], [0, 0, 1]]))  # warm-up
@@ -190,10 +195,26 @@ class RelocNode(LifecycleNode):
                 self.get_logger().info(f'switched to scene map {prm.value}')
                 if self.gate is not None:
                     self.gate.reset()
+                self.map_gate.reset()
             elif prm.name in ('min_inliers', 'max_reprojection_error') and self.reloc and \
                     prm.value > 0:
-                setattr(self.reloc.config, prm.name, prm.value)
+                self._set_map_setting(self.reloc, prm.name, prm.value)
+            elif prm.name == 'map_switch_frames':
+                self.map_gate.confirmations = int(prm.value)
         return SetParametersResult(successful=True)
+
+    @staticmethod
+    def _set_map_setting(reloc, name, value):
+        """Override a gating setting of the map, or of every map of a site."""
+        for m in getattr(reloc, 'maps', [reloc]):
+            setattr(m.config, name, type(getattr(m.config, name))(value))
+
+    def _frame_of(self, reloc, map_name):
+        """Name the TF frame of a pose: global_frame_id, or a site map's own frame."""
+        frames = getattr(reloc, 'frame_ids', None)
+        if not frames:
+            return self.p('global_frame_id')
+        return frames.get(map_name) or next(iter(frames.values()))
 
     # ---------------------------------------------------------------- inputs
     def on_tf(self, msg, static=False):
@@ -287,17 +308,26 @@ class RelocNode(LifecycleNode):
             self._set_status('error' if reason == 'bad input' else 'warn',
                              f'{reason}: {res.reason} {res.detail}'.strip(), values)
             return
+        if getattr(reloc, 'frame_ids', None):
+            ok, why = self.map_gate.check(res.map_name)
+            if not ok:
+                self._counts['rejected'] += 1
+                self._set_status('warn', f'rejected: {why}', values)
+                return
+            if why and self.gate is not None:
+                self.gate.reset()   # another map: map->odom may jump
+                self.get_logger().info(why)
         stamp_ns = stamp_to_ns(header.stamp)
         camera_frame = self.p('camera_frame_id') or header.frame_id
         try:
-            self._publish(res, stamp_ns, header.stamp, camera_frame, values)
+            self._publish(res, stamp_ns, header.stamp, camera_frame, values,
+                          self._frame_of(reloc, res.map_name))
         except TransformError as e:
             self._counts['rejected'] += 1
             self._set_status('warn', f'lost: localized but cannot publish: {e}', values)
             self.get_logger().warning(str(e), throttle_duration_sec=2.0)
 
-    def _publish(self, res, stamp_ns, stamp, camera_frame, values):
-        gmap = self.p('global_frame_id')
+    def _publish(self, res, stamp_ns, stamp, camera_frame, values, gmap):
         map_from_cam, cov = res.world_from_cam, res.covariance
         tf_stamp = messages.ns_to_time(stamp_ns + int(self.p('transform_tolerance') * 1e9))
         if self.p('publish_mode') == 'map_to_odom':
@@ -355,7 +385,7 @@ class RelocNode(LifecycleNode):
                 'latency_s': round(self._last_latency, 4),
                 'dropped_frames': w.dropped if w else 0,
                 'processed_frames': w.processed if w else 0,
-                'scene_map': self.p('scene_map')}
+                'scene_map': self.p('scene_map'), 'map': self.map_gate.current or ''}
         self.diag_pub.publish(messages.diagnostics_msg(
             self.get_clock().now().to_msg(), self.get_name(), self.p('scene_map'), level,
             message, info))
@@ -365,9 +395,10 @@ class RelocNode(LifecycleNode):
             reloc = self.reloc
         if reloc is None:
             return
-        xyz = reloc.scene_model.map_points()
+        current = self.map_gate.current
+        xyz = reloc.map_points(current)
         self.marker_pub.publish(messages.scene_markers(
-            self.get_clock().now().to_msg(), self.p('global_frame_id'), xyz,
+            self.get_clock().now().to_msg(), self._frame_of(reloc, current), xyz,
             self.p('max_marker_points')))
 
 
