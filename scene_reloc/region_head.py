@@ -71,19 +71,28 @@ class RegionClassifier(nn.Module):
         return self.cls1(z), self.cls2(self.proj2(z) + self.region_embed(l1_N))
 
     @torch.inference_mode()
-    def top_leaves(self, feats_ND, top_regions=2, top_leaves=4):
+    def top_leaves(self, feats_ND, top_regions=2, top_leaves=4, allowed=None):
         """
         Most likely leaves per cell with their joint probabilities p(l1) p(l2 | l1).
 
+        :param allowed: optional (k1 * k2,) bool: only these leaves are candidates (the
+            probabilities are renormalised over them: "the camera sees this part of the map").
         :return: (leaf_NT int64 leaf ids l1 * k2 + l2, prob_NT), T = top_leaves, best first.
         """
         z = self.trunk(feats_ND)
         p1 = F.softmax(self.cls1(z), dim=-1)
+        if allowed is not None:
+            allowed = allowed.reshape(self.cfg.k1, self.cfg.k2)
+            p1 = p1 * allowed.any(1)
+            p1 = p1 / p1.sum(-1, keepdim=True).clamp(min=1e-12)
         p1_top, l1_top = torch.topk(p1, min(top_regions, self.cfg.k1), dim=-1)
         base = self.proj2(z)
         cand_leaf, cand_prob = [], []
         for j in range(l1_top.shape[1]):
             p2 = F.softmax(self.cls2(base + self.region_embed(l1_top[:, j])), dim=-1)
+            if allowed is not None:
+                p2 = p2 * allowed[l1_top[:, j]]
+                p2 = p2 / p2.sum(-1, keepdim=True).clamp(min=1e-12)
             p2_top, l2_top = torch.topk(p2, min(top_leaves, self.cfg.k2), dim=-1)
             cand_leaf.append(l1_top[:, j:j + 1] * self.cfg.k2 + l2_top)
             cand_prob.append(p1_top[:, j:j + 1] * p2_top)

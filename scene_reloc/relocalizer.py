@@ -76,6 +76,9 @@ class LocalizerConfig:
     375 on dev-20 without the floor); the floor makes it safe to fuse in an EKF."""
     snap_radius_px: float = 12.0
     """Landmark detector maps: how far a peak may move to its matching keypoint."""
+    retrieved_frames: int = 0
+    """Large maps: restrict the candidates (leaves, landmarks) to what this many memorized
+    frames most similar to the query (global descriptor) see; 0: search the whole map."""
     pnp: PnPConfig = field(default_factory=PnPConfig)
 
     @classmethod
@@ -145,6 +148,8 @@ class Relocalizer:
                 f'the ones this map was memorized with (sha256 {bb["weights_sha256"]}); pass '
                 'the right file with --backbone-weights')
         self.scene_model = build_scene_model(manifest, tensors, self.extractor.device)
+        self._retrieval_tensors = {k: v for k, v in tensors.items() if k.startswith('retrieval.')}
+        self._retrieval = None   # (model, database index), built when first needed
         defaults = manifest.get('localizer', {})
         self.config = config or LocalizerConfig.from_dict(defaults)
 
@@ -161,6 +166,20 @@ class Relocalizer:
     def map_points(self, name=None):
         """(N, 3) scene points of the map (for markers); ``name`` is ignored (one map)."""
         return self.scene_model.map_points()
+
+    def retrieve(self, features, k=None):
+        """Return the memorized frames most like the image (global descriptor), best first."""
+        if self._retrieval is None:
+            from scene_reloc.retrieval.database import find_model, FrameDatabase
+            from scene_reloc.retrieval.index import GlobalIndex
+            model = find_model(self.manifest['retrieval'], self.extractor.descriptor_dim,
+                               device=self.extractor.device)
+            db = FrameDatabase(self._retrieval_tensors)
+            self._retrieval = (model, GlobalIndex(db.globals))
+        model, index = self._retrieval
+        g, _ = model.describe(features.grid_desc)
+        _, ids = index.search(g, k or self.config.retrieved_frames)
+        return [int(i) for i in ids[0] if i >= 0]
 
     def features(self, image_rgb_u8):
         """Backbone features of one image, as the scene model asks for them."""
@@ -196,7 +215,8 @@ class Relocalizer:
         t0 = time.perf_counter() if t0 is None else t0
         K = np.asarray(K, dtype=np.float64)
         H, W = image_hw
-        corr = self.scene_model.correspondences(features, (H, W), self.config)
+        frames = self.retrieve(features) if self.config.retrieved_frames > 0 else None
+        corr = self.scene_model.correspondences(features, (H, W), self.config, frames)
         p2, p3, weights = corr.points2d, corr.points3d, corr.weights
         n = len(p2)
         if n < max(4, self.config.min_inliers):

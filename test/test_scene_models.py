@@ -50,7 +50,7 @@ class Oracle(SceneModel):
     def features_needed(self, config):
         return FEATURES_GRID
 
-    def correspondences(self, features, image_hw, config):
+    def correspondences(self, features, image_hw, config, frames=None):
         self.calls.append((tuple(features.grid_desc.shape), tuple(features.keypoints.shape)))
         uv, z = project(transform_points(self.cam_from_world, self.xyz), self.K)
         ok = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < image_hw[1]) & (uv[:, 1] >= 0) & \\

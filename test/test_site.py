@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from scene_reloc.posed_frames import PosedFrameFolder
@@ -111,3 +112,33 @@ def test_bad_sites_are_refused_with_the_reason(site, tmp_path):
     bad.write_bytes(bytes(data))
     with pytest.raises(SiteError, match='checksum|readable'):
         SiteLocalizer.from_file(str(bad), device='cpu')
+
+
+def test_retrieved_frames_restrict_a_maps_candidates(site):
+    from scene_reloc.relocalizer import Relocalizer
+    from scene_reloc.retrieval.database import frame_items
+    from scene_reloc.scene_map import load_scene_map
+    _, maps, roots = site
+    manifest, tensors = load_scene_map(maps[0])
+    # Each memorized frame records the leaves it sees; together they cover the used leaves.
+    k = manifest['head']['config']['k1'] * manifest['head']['config']['k2']
+    assert len(tensors['frames.item_offsets']) == 17
+    seen = frame_items(tensors, range(16), k)
+    used = np.isfinite(tensors['partition.leaf_centres'][:, 0])
+    assert seen.sum() > 0 and not (seen & ~used).any()
+    full = Relocalizer(manifest, tensors, device='cpu')
+    narrow = Relocalizer(manifest, tensors, device='cpu')
+    narrow.config.retrieved_frames = 3
+    frames = PosedFrameFolder(roots['lab'][0]).frames(roots['lab'][1])
+    ok_full = ok_narrow = 0
+    for f in frames:
+        img = f.load_color()
+        feats = narrow.features(img)
+        near = narrow.retrieve(feats)
+        assert len(near) == 3
+        allowed = narrow.scene_model.visible_from(near, k).cpu().numpy()
+        assert allowed.sum() < seen.sum()             # a part of the map, not all of it
+        res = narrow.localize(img, f.K)
+        ok_narrow += res.success
+        ok_full += full.localize(img, f.K).success
+    assert ok_narrow >= ok_full - 1 and ok_narrow >= 0.8 * len(frames)

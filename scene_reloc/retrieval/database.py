@@ -113,6 +113,34 @@ def build_database(model, grids, poses):
             PREFIX + 'poses': np.stack(poses).astype(np.float32)}
 
 
+def frame_items_tensors(seen):
+    """
+    Pack what each memorized frame sees (leaf or landmark ids) as CSR map tensors.
+
+    A map restricts a query's candidates to what its retrieved frames see (large maps).
+    """
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in seen])]).astype(np.int64)
+    items = np.concatenate(seen).astype(np.int32) if len(seen) else np.zeros(0, np.int32)
+    return {'frames.items': items, 'frames.item_offsets': offsets}
+
+
+def frame_items(tensors, frames, size):
+    """
+    Mark what memorized ``frames`` see, from a map's CSR tensors.
+
+    :return: (size,) bool numpy array, or None when the map does not record it.
+    """
+    items, offsets = tensors.get('frames.items'), tensors.get('frames.item_offsets')
+    if items is None or offsets is None:
+        return None
+    mask = np.zeros(size, bool)
+    for f in frames:
+        if 0 <= f < len(offsets) - 1:
+            sel = items[offsets[f]:offsets[f + 1]]
+            mask[sel[(sel >= 0) & (sel < size)]] = True
+    return mask
+
+
 class FrameDatabase:
     """The retrieval database of one map, read back from its tensors."""
 

@@ -56,6 +56,9 @@ class SceneModel(ABC):
 
     def __init__(self, manifest, tensors, device):
         self.device = torch.device(device)
+        # What each memorized frame sees (CSR), for restricting candidates to retrieved frames.
+        self.frame_tensors = {k: tensors[k] for k in ('frames.items', 'frames.item_offsets')
+                              if k in tensors}
 
     @abstractmethod
     def features_needed(self, config):
@@ -66,7 +69,7 @@ class SceneModel(ABC):
         """
 
     @abstractmethod
-    def correspondences(self, features, image_hw, config):
+    def correspondences(self, features, image_hw, config, frames=None):
         """
         Turn one image's features into 2D-3D correspondences.
 
@@ -74,8 +77,19 @@ class SceneModel(ABC):
             empty when :data:`FEATURES_GRID` was asked for).
         :param image_hw: (height, width) of the image in pixels.
         :param config: :class:`~scene_reloc.relocalizer.LocalizerConfig`.
+        :param frames: optional indices of memorized frames the image probably overlaps (from
+            retrieval): a model may restrict its candidates to what those frames see.
         :return: :class:`Correspondences`.
         """
+
+    def visible_from(self, frames, size):
+        """(size,) bool torch mask of the items ``frames`` see, or None (no restriction)."""
+        if frames is None or not self.frame_tensors:
+            return None
+        from scene_reloc.retrieval.database import frame_items
+        mask = frame_items(self.frame_tensors, frames, size)
+        return None if mask is None or not mask.any() else \
+            torch.from_numpy(mask).to(self.device)
 
     @abstractmethod
     def map_points(self):

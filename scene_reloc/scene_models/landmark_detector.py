@@ -57,9 +57,12 @@ class LandmarkDetectorModel(SceneModel):
         return FEATURES_KEYPOINTS if self._snaps(config) else FEATURES_GRID
 
     @torch.inference_mode()
-    def correspondences(self, features, image_hw, config):
+    def correspondences(self, features, image_hw, config, frames=None):
         xy, conf = self.head.detect(features.grid_desc)
         keep = conf >= config.min_landmark_confidence
+        visible = self.visible_from(frames, len(self.points_xyz))
+        if visible is not None:
+            keep &= visible
         if self._snaps(config) and features.keypoints.shape[0]:
             d = torch.cdist(xy, features.keypoints)                       # (L, N)
             sim = self.landmark_desc @ features.keypoint_desc.T            # (L, N)

@@ -59,20 +59,21 @@ class RegionClassifierModel(SceneModel):
         return FEATURES_KEYPOINTS
 
     @torch.inference_mode()
-    def correspondences(self, features, image_hw, config):
+    def correspondences(self, features, image_hw, config, frames=None):
+        allowed = self.visible_from(frames, self.leaf_centres.shape[0])
         if config.refinement == 'keypoints':
-            return self._keypoint_matches(features, config)
-        return self._centroid_matches(features, image_hw, config)
+            return self._keypoint_matches(features, config, allowed)
+        return self._centroid_matches(features, image_hw, config, allowed)
 
     def map_points(self):
         return self.points_xyz.cpu().numpy()
 
-    def _keypoint_matches(self, feats, cfg):
+    def _keypoint_matches(self, feats, cfg, allowed=None):
         """Keypoints matched to the map points inside their predicted leaves."""
         desc = feats.keypoint_desc
         if desc.shape[0] == 0 or self.max_points_per_leaf == 0:
             return Correspondences(np.zeros((0, 2)), np.zeros((0, 3)))
-        leaf, prob = self.head.top_leaves(desc, cfg.top_regions, cfg.top_leaves)
+        leaf, prob = self.head.top_leaves(desc, cfg.top_regions, cfg.top_leaves, allowed)
         start = self.leaf_offsets[leaf]                                    # (N, T)
         count = self.leaf_offsets[leaf + 1] - start
         count = torch.where(prob >= cfg.min_leaf_probability, count, torch.zeros_like(count))
@@ -91,10 +92,10 @@ class RegionClassifierModel(SceneModel):
         return Correspondences(feats.keypoints[keep].cpu().numpy().astype(np.float64),
                                self.points_xyz[pidx[keep]].cpu().numpy().astype(np.float64))
 
-    def _centroid_matches(self, feats, image_hw, cfg):
+    def _centroid_matches(self, feats, image_hw, cfg, allowed=None):
         """Grid cells to their most likely leaf centre (plain SRC)."""
         hc, wc, d = feats.grid_desc.shape
-        leaf, prob = self.head.top_leaves(feats.grid_desc.reshape(-1, d), 1, 1)
+        leaf, prob = self.head.top_leaves(feats.grid_desc.reshape(-1, d), 1, 1, allowed)
         keep = prob[:, 0] >= cfg.min_leaf_probability
         centres = self.leaf_centres[leaf[:, 0]]
         keep &= torch.isfinite(centres).all(1)

@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from scene_reloc.landmark_head import LandmarkHeadConfig
+from scene_reloc.retrieval.database import frame_items_tensors
 from scene_reloc_training.memorize.landmark_training import (
     build_landmark_buffer,
     train_landmark_head,
@@ -54,6 +55,7 @@ def memorize_landmarks(frames, images, feats, depths, extractor, cfg, out_path, 
     tensors['landmarks.xyz'] = lms.xyz
     tensors['landmarks.saliency'] = lms.saliency.astype('float32')
     tensors['landmarks.desc'] = np.clip(np.round(lms.desc * 127), -127, 127).astype(np.int8)
+    tensors.update(frame_items_tensors([np.flatnonzero(v) for v in lms.visible]))
     summary = {'train_seconds': round(time.perf_counter() - t0, 2),
                'buffer_seconds': round(t_buffer, 2),
                'buffer_images': int(buffer['grid'].shape[0]),

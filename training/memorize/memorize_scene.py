@@ -33,7 +33,7 @@ from scene_reloc.backbones import FeatureExtractor
 from scene_reloc.partition import HierarchicalPartition
 from scene_reloc.region_head import RegionHeadConfig
 from scene_reloc.relocalizer import LocalizerConfig
-from scene_reloc.retrieval.database import build_database
+from scene_reloc.retrieval.database import build_database, frame_items_tensors
 from scene_reloc.scene_map import save_scene_map
 from scene_reloc_training.memorize.feature_buffer import build_buffer, extract_frame
 from scene_reloc_training.memorize.head_init import resolve_head_init
@@ -200,7 +200,13 @@ def region_material(images, coords, feats, extractor, cfg, progress):
     points = select_map_points(feats, partition, cfg.points_per_leaf)
     buffer = build_buffer(extractor, images, coords, feats, partition, cfg.augmentations,
                           cfg.seed, progress)
-    return {'partition': partition, 'head_cfg': head_cfg, 'points': points, 'buffer': buffer}
+    seen = []
+    for c in coords:
+        xyz = c[::4, ::4].reshape(-1, 3)
+        leaf, _ = partition.assign(xyz[np.isfinite(xyz).all(1)])
+        seen.append(np.unique(leaf[leaf >= 0]))
+    return {'partition': partition, 'head_cfg': head_cfg, 'points': points, 'buffer': buffer,
+            'frame_items': frame_items_tensors(seen)}
 
 
 def region_tensors(material, model):
@@ -210,7 +216,9 @@ def region_tensors(material, model):
     tensors.update(material['partition'].tensors())
     tensors.update({'points.xyz': xyz_map, 'points.desc': desc_map,
                     'points.leaf_offsets': offsets})
+    tensors.update(material.get('frame_items', {}))
     return tensors
+
 
 
 def _memorize_regions(images, coords, feats, extractor, cfg, out_path, resume, progress, t0):
