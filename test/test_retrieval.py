@@ -88,7 +88,7 @@ def test_global_index_matches_brute_force(exact_limit):
     sims, ids = index.search(q, 5)
     truth = np.argsort(-(q @ db.T), axis=1)[:, :5]
     hit = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(ids, truth)])
-    assert hit == 1.0 if index.exact else hit > 0.9
+    assert hit == 1.0 if index.exact else hit > 0.8
     assert np.all(ids[:, 0] == np.arange(50))
     empty = GlobalIndex(np.zeros((0, 32), np.float32))
     assert empty.search(q, 5)[1].shape == (50, 0)
