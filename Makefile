@@ -7,7 +7,8 @@ STAMP := $(VENV)/.setup-stamp
 DEMO_DIR ?= out/demo
 
 .PHONY: setup test lint demo bench bench-synthetic bench-node check-bags corpus bench-fewshot \
-	bench-throughput shipped-weights clean help
+	bench-throughput shipped-weights retrieval-models retrieval-weights bench-retrieval bench-site \
+	clean help
 
 help:
 	@echo "make setup   - create $(VENV) with the pinned dependencies (idempotent)"
@@ -19,6 +20,9 @@ help:
 	@echo "make bench-fewshot - corpus, pretraining, meta-training, few-shot curves (~1 h)"
 	@echo "make bench-throughput - pretraining throughput on 1 and 2 processes"
 	@echo "make shipped-weights - re-make training/pretrained/ (the shipped meta-learned start)"
+	@echo "make retrieval-models - train the retrieval variants (SARE NetVLAD, GeM, ...) on the corpus"
+	@echo "make bench-retrieval - retrieval recall +-VOP and latency vs database size (DATA_ROOT)"
+	@echo "make bench-site - a site of four real maps: selection, none-of-them, recall (DATA_ROOT)"
 
 setup: $(STAMP)
 
@@ -74,6 +78,35 @@ shipped-weights: corpus
 	$(CLI) meta-train --corpus $(CORPUS) --backbone alike-n --backbone-weights \
 	    $(WEIGHTS)/alike-n.pth --out training/pretrained/meta-alike-n.safetensors \
 	    --device cpu --outer-steps 200 --inner-steps 100
+
+# Retrieval: the variants bench-retrieval compares; the first one is what ships
+# (training/pretrained/retrieval-alike-n.safetensors, see training/pretrained/README.md).
+DATA_ROOT ?= ../shared/data
+RETRIEVAL := out/retrieval
+TRAIN_RETRIEVAL := $(CLI) train-retrieval --corpus $(CORPUS) --backbone alike-n \
+	--backbone-weights $(WEIGHTS)/alike-n.pth --device cpu
+retrieval-models: corpus
+	mkdir -p $(RETRIEVAL)
+	$(TRAIN_RETRIEVAL) --out $(RETRIEVAL)/sare-netvlad.safetensors
+	$(TRAIN_RETRIEVAL) --steps 0 --patch-steps 0 --out $(RETRIEVAL)/vlad-untrained.safetensors
+	$(TRAIN_RETRIEVAL) --aggregator gem --dim 64 --out $(RETRIEVAL)/sare-gem.safetensors
+	$(TRAIN_RETRIEVAL) --positional --out $(RETRIEVAL)/sare-netvlad-pos.safetensors
+	$(TRAIN_RETRIEVAL) --loss joint --out $(RETRIEVAL)/sare-netvlad-joint.safetensors
+
+bench-retrieval: setup
+	$(PY) bench/bench_retrieval.py --data $(DATA_ROOT) --corpus $(CORPUS) --weights $(WEIGHTS) \
+	    --scaling --out out/retrieval_bench --models \
+	    "vlad (untrained)=$(RETRIEVAL)/vlad-untrained.safetensors" \
+	    "sare-gem=$(RETRIEVAL)/sare-gem.safetensors" \
+	    "sare-netvlad=$(RETRIEVAL)/sare-netvlad.safetensors" \
+	    "sare-netvlad joint=$(RETRIEVAL)/sare-netvlad-joint.safetensors" \
+	    "sare-netvlad +pos=$(RETRIEVAL)/sare-netvlad-pos.safetensors"
+
+bench-site: setup
+	$(PY) bench/bench_site.py --data $(DATA_ROOT) --weights $(WEIGHTS) --out out/site
+
+retrieval-weights: corpus
+	$(TRAIN_RETRIEVAL) --out training/pretrained/retrieval-alike-n.safetensors
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache
