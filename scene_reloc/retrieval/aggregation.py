@@ -42,7 +42,8 @@ class GeM(nn.Module):
 
     def __init__(self, p=3.0):
         super().__init__()
-        self.p = nn.Parameter(torch.tensor(float(p)))
+        # Shape (1,), not (): safetensors stores a 0-d tensor as (1,).
+        self.p = nn.Parameter(torch.tensor([float(p)]))
 
     def forward(self, x_BND):
         p = self.p.clamp(1.0, 8.0)
