@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from real_scenes import MAPPED, out_of_map_images, scene_frames  # noqa: E402
+from real_scenes import MAPPED, MEMORIZE_OVERRIDES, out_of_map_images, scene_frames  # noqa: E402, E501
 
 from scene_reloc.evaluation import compute_metrics, map_selection, record_query  # noqa: E402
 from scene_reloc.site import SiteConfig, SiteLocalizer, write_site  # noqa: E402
@@ -63,7 +63,8 @@ def main():
         mem, query = scene_frames(a.data, name)
         path = os.path.join(a.out, f'{name}.map')
         cfg = MemorizeConfig(backbone=a.backbone, backbone_weights=weights, device='cpu',
-                             head=a.head, name=name, retrieval_model=a.retrieval_model)
+                             head=a.head, name=name, retrieval_model=a.retrieval_model,
+                             **MEMORIZE_OVERRIDES.get(name, {}))
         memorize_s[name] = memorize(mem, path, cfg, progress=False)['train_seconds']
         maps.append(path)
         queries[name] = query

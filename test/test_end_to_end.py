@@ -164,3 +164,27 @@ def test_resume_continues_an_interrupted_training(small_scene, tmp_path):
     for k in a:
         if k.startswith('head.'):
             np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def test_speckled_depth_that_the_edge_mask_removes_whole_says_what_to_do(small_scene, tmp_path):
+    import shutil
+
+    import cv2
+    root, mem, _ = small_scene
+    copy = str(tmp_path / 'speckled')
+    shutil.copytree(root, copy)
+    for stem in mem[:4]:
+        path = os.path.join(copy, f'{stem}.depth.png')
+        d = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        d[::2, ::2] = 0                               # holes everywhere, as a speckled sensor
+        d[1::2, 1::2] = 0
+        cv2.imwrite(path, d)
+    with open(os.path.join(copy, 'four.txt'), 'w') as f:
+        f.write('\n'.join(mem[:4]))
+    assert cli(['memorize', '--data', copy, '--frames', os.path.join(copy, 'four.txt'),
+                '--out', str(tmp_path / 'm.map'), '--quiet', '--device', 'cpu']) == 2
+    assert not os.path.exists(tmp_path / 'm.map')
+    from scene_reloc_training.memorize.memorize_scene import memorize, MemorizeConfig
+    with pytest.raises(ValueError, match='--edge-margin 0'):
+        memorize(PosedFrameFolder(copy).frames(mem[:4]), str(tmp_path / 'm.map'),
+                 MemorizeConfig(**SMALL_CFG), progress=False)

@@ -105,3 +105,26 @@ def test_train_retrieval_cli_writes_a_loadable_model(rooms, tmp_path):
     model, manifest = RetrievalModel.load(out)
     assert manifest['backbone']['name'] == 'handcrafted' and model.cfg.dim == 8
     assert json.load(open(out + '.json'))['train']['steps'] == 10
+
+
+def test_the_shipped_retrieval_model_fits_the_released_alike_n_weights_only():
+    from scene_reloc.backbones.alike import ALIKE_CONFIGS, AlikeNet
+    from scene_reloc.retrieval.database import model_sha256, UNTRAINED
+    from scene_reloc.weights import KNOWN_SHA256
+    from scene_reloc_training.memorize.head_init import SHIPPED
+    from scene_reloc_training.memorize.retrieval_db import resolve_retrieval_model
+    dim = AlikeNet(*ALIKE_CONFIGS['alike-n']).dim
+    path = os.path.join(SHIPPED, 'retrieval-alike-n.safetensors')
+    model, ref = resolve_retrieval_model('auto', 'alike-n', KNOWN_SHA256['alike-n'], dim)
+    assert ref['model'] == path and ref['sha256'] == model_sha256(model)
+    assert model.cfg.aggregator == 'netvlad' and model.cfg.dim == 256
+    # A trained model: the adapter moved off its identity start, whitening was fitted.
+    assert model.adapter.weight.abs().max() > 0 and model.whitening.proj.abs().sum() > 0
+    g, p = model.describe(torch.randn(30, 40, dim))
+    assert g.shape == (256,) and np.isclose(np.linalg.norm(g), 1, atol=1e-5)
+    assert np.all(np.isfinite(p))
+    # Other weights of the same backbone, or another backbone: the built-in untrained GeM.
+    assert resolve_retrieval_model('auto', 'alike-n', '0' * 64, dim)[1]['model'] == UNTRAINED
+    assert resolve_retrieval_model('auto', 'handcrafted', None, 64)[1]['model'] == UNTRAINED
+    with pytest.raises(ValueError, match='does not fit'):
+        resolve_retrieval_model(path, 'alike-t', KNOWN_SHA256.get('alike-t'), dim)

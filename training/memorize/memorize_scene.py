@@ -182,7 +182,21 @@ def read_frames(frames, extractor, cfg, progress):
         coords.append(xyz)
         depths.append(depth)
         feats.append(extract_frame(extractor, rgb, xyz, cfg.max_keypoints))
+    _check_edge_mask(frames, depths, coords, cfg)
     return images, coords, feats, depths
+
+
+def _check_edge_mask(frames, depths, coords, cfg):
+    """Say so when the depth-edge mask removed (nearly) all the valid depth of the frames."""
+    valid = sum(int((d > 0).sum()) for d in depths if d is not None)
+    kept = sum(int(np.isfinite(c).all(-1).sum()) for c in coords)
+    if cfg.edge_margin > 0 and valid and kept < 0.05 * valid:
+        msg = (f'the depth-edge mask (--edge-margin {cfg.edge_margin}) kept {kept} of {valid} '
+               'valid depth pixels: the depth is sparse or speckled (every pixel near an '
+               'invalid one counts as an edge); memorize with --edge-margin 0')
+        if kept == 0:
+            raise ValueError(msg)
+        print(f'warning: {msg}', file=sys.stderr)
 
 
 def region_material(images, coords, feats, extractor, cfg, progress):
