@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from real_scenes import MAPPED, MEMORIZE_OVERRIDES, out_of_map_images, scene_frames  # noqa: E402, E501
 
 from scene_reloc.evaluation import compute_metrics, map_selection, record_query  # noqa: E402
+from scene_reloc.scene_map import load_scene_map  # noqa: E402
 from scene_reloc.site import SiteConfig, SiteLocalizer, write_site  # noqa: E402
 from scene_reloc_training.memorize.memorize_scene import memorize, MemorizeConfig  # noqa: E402
 
@@ -53,6 +54,8 @@ def main():
     p.add_argument('--max-maps', type=int, default=SiteConfig.max_maps)
     p.add_argument('--min-inliers', type=int, default=SiteConfig.min_inliers)
     p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--reuse-maps', action='store_true',
+                   help='use the maps already in --out when they load (skip memorizing)')
     p.add_argument('--out', default='out/site')
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -65,7 +68,10 @@ def main():
         cfg = MemorizeConfig(backbone=a.backbone, backbone_weights=weights, device='cpu',
                              head=a.head, name=name, retrieval_model=a.retrieval_model,
                              **MEMORIZE_OVERRIDES.get(name, {}))
-        memorize_s[name] = memorize(mem, path, cfg, progress=False)['train_seconds']
+        if a.reuse_maps and os.path.exists(path):
+            memorize_s[name] = load_scene_map(path)[0]['metrics']['train_seconds']
+        else:
+            memorize_s[name] = memorize(mem, path, cfg, progress=False)['train_seconds']
         maps.append(path)
         queries[name] = query
         print(f'# memorized {name}: {len(mem)} frames, {memorize_s[name]} s', file=sys.stderr)

@@ -86,6 +86,7 @@ def write_site(out, map_paths, config=None):
         ref = manifest['retrieval']
         if backbone is None:
             backbone, retrieval = bb, ref
+            weights_path = manifest['backbone'].get('weights_path')
         elif bb != backbone:
             raise SiteError(f'{path} uses backbone {bb}, the site {backbone}: maps of a site '
                             'must share one backbone')
@@ -109,7 +110,8 @@ def write_site(out, map_paths, config=None):
                'index.frame': np.concatenate(frame_idx)}
     tensors.update({f'model.{k}': v.detach().cpu().numpy()
                     for k, v in model.state_dict().items()})
-    manifest = {'kind': 'scene_reloc.site', 'maps': entries, 'backbone': backbone,
+    manifest = {'kind': 'scene_reloc.site', 'maps': entries,
+                'backbone': {**backbone, 'weights_path': weights_path},
                 'retrieval': retrieval, 'config': (config or SiteConfig()).__dict__}
     save_artifact(out, tensors, manifest, SITE_KEY, SITE_VERSION)
     return manifest

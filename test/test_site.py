@@ -70,7 +70,10 @@ def test_localize_prints_the_chosen_map(site):
 def test_a_site_of_one_map_still_refuses_other_places(site, tmp_path):
     _, maps, roots = site
     one = str(tmp_path / 'one.site')
-    write_site(one, maps[:1])
+    manifest = write_site(one, maps[:1])
+    # The site records where the maps' backbone weights are, as a map does.
+    assert manifest['backbone'] == {k: load_scene_map(maps[0])[0]['backbone'].get(k)
+                                    for k in ('name', 'weights_sha256', 'weights_path')}
     reloc = SiteLocalizer.from_file(one, device='cpu')
     frames = PosedFrameFolder(roots['lab'][0]).frames(roots['lab'][1][:4])
     assert sum(reloc.localize(f.load_color(), f.K).map_name == 'lab' for f in frames) >= 3
