@@ -21,6 +21,7 @@ tests' small training material.
 
 import argparse
 import os
+import sys
 
 import numpy as np
 import torch
@@ -106,3 +107,8 @@ def main():
 
 if __name__ == '__main__':
     main()
+    # Skip the interpreter's teardown: once in a few dozen runs gloo's threads race the static
+    # destructors and abort ("terminate called without an active exception") after the results
+    # are written; the test then saw a failed process for a finished job.
+    sys.stdout.flush()
+    os._exit(0)
