@@ -134,9 +134,9 @@ def main():
 
     if a.localize:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from bench_dev import evaluate, PROTOCOLS
+        from bench_dev import PROTOCOLS
 
-        from scene_reloc.evaluation import compute_metrics
+        from scene_reloc.evaluation import compute_metrics, localize_frames
         from scene_reloc.relocalizer import Relocalizer
         from scene_reloc_training.memorize.memorize_scene import memorize, MemorizeConfig
         mem = folder.frames(parse_frame_list(PROTOCOLS['dev-20'][0], folder))
@@ -147,8 +147,9 @@ def main():
                                  backbone_weights=os.path.join(a.weights, 'alike-n.pth'))
             path = os.path.join('out', 'bench-depth', name.replace(' ', '_') + '.map')
             summary = memorize(mem, path, cfg, progress=False)
-            m = compute_metrics(evaluate(Relocalizer.from_file(path, device='cpu').localize,
-                                         queries), train_seconds=summary['train_seconds'])
+            m = compute_metrics(localize_frames(
+                Relocalizer.from_file(path, device='cpu').localize, queries),
+                train_seconds=summary['train_seconds'])
             print(json.dumps({'measurement': 'dev-20', 'setting': name, **m}), flush=True)
 
 
