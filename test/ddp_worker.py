@@ -75,10 +75,32 @@ def toy_buffers(num, dim=16, k1=4, k2=4, rows=4000, seed=0, family=0, offset=3.0
     return out
 
 
+def retrieval_state(out, rank):
+    """SARE + VOP on two tiny rendered rooms (each process renders its own copy)."""
+    from scene_reloc.backbones import FeatureExtractor
+    from scene_reloc.retrieval.model import RetrievalConfig
+    from scene_reloc_training.data.synthetic_scene import write_synthetic_scene
+    from scene_reloc_training.learn.retrieval_data import load_retrieval_data
+    from scene_reloc_training.learn.retrieval_training import RetrievalTrainConfig, train_retrieval
+    roots = []
+    for seed in (31, 32):
+        root = os.path.join(out, f'rooms{rank}', str(seed))
+        write_synthetic_scene(root, seed=seed, num_memorize=8, num_query=8, width=160,
+                              height=120, trajectory_frames=100)
+        roots.append(root)
+    ex = FeatureExtractor('handcrafted', device='cpu')
+    data = load_retrieval_data(roots, ex, max_frames=16, progress=False)
+    cfg = RetrievalTrainConfig(steps=4, batch=4, negatives=2, refresh_every=2, patch_steps=3,
+                               patch_batch=2)
+    model, _ = train_retrieval(data, RetrievalConfig(clusters=4, local_dim=ex.descriptor_dim,
+                                                     dim=8, patch_dim=16), cfg, progress=False)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument('--out', required=True)
-    p.add_argument('--mode', default='pretrain', choices=['pretrain', 'meta'])
+    p.add_argument('--mode', default='pretrain', choices=['pretrain', 'meta', 'retrieval'])
     p.add_argument('--iterations', type=int, default=4)
     a = p.parse_args()
     torch.set_num_threads(1)
@@ -93,6 +115,8 @@ def main():
                                             batch_size=4, progress=False, every=a.iterations)
         state = {**{f'net.{k}': v for k, v in net.state_dict().items()},
                  **{f'heads.{k}': v for k, v in heads.state_dict().items()}}
+    elif a.mode == 'retrieval':
+        state = retrieval_state(a.out, rank)
     else:
         cfg = MetaConfig(outer_steps=a.iterations, meta_batch=4, inner_steps=3, inner_batch=64,
                          k1=4, k2=4, hidden=16)

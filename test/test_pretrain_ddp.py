@@ -66,3 +66,10 @@ def test_meta_training_on_two_processes_matches_one_process_on_the_same_meta_bat
             assert not r0[k].any(), k
         else:
             assert torch.equal(init[k], r0[k]), k
+
+
+def test_retrieval_training_on_two_processes_matches_one_process(tmp_path):
+    r0 = _run_both(tmp_path, 'retrieval')
+    # It trained: the adapter left its zero start, the patch projection its identity start.
+    assert r0['adapter.weight'].abs().max() > 0
+    assert not torch.equal(r0['patch_proj.weight'][:, :16], torch.eye(16))

@@ -19,6 +19,7 @@ import json
 import sys
 
 from scene_reloc_training.cli.common import add_scene_arguments, scene_roots
+from scene_reloc_training.learn.distributed import init_distributed
 
 
 def add_parsers(sub):
@@ -30,7 +31,8 @@ def add_parsers(sub):
         description='Train a retrieval model on the frozen backbone: a NetVLAD (or GeM / mean) '
         'global descriptor with the SARE loss on geometric positives (overlap > --pos-overlap) '
         'and mined hard negatives (overlap < --neg-overlap, or other scenes), then patch '
-        "embeddings with VOP's loss on geometric patch matches, then PCA whitening. Writes OUT "
+        "embeddings with VOP's loss on geometric patch matches, then PCA whitening. Runs under "
+        "torchrun (each step's queries and pairs split over the processes). Writes OUT "
         '(safetensors + manifest: configuration, backbone, losses) and OUT.json. memorize '
         "stores every map's retrieval database with it; sites use it to pick a map.")
     add_scene_arguments(p)
@@ -64,6 +66,8 @@ def add_parsers(sub):
                    help='SARE steps between hard-negative mining passes')
     p.add_argument('--patch-steps', type=int, default=t.patch_steps,
                    help='VOP patch-embedding steps, one frame pair each (0: untrained)')
+    p.add_argument('--patch-batch', type=int, default=t.patch_batch,
+                   help='frame pairs per VOP step (split over torchrun processes)')
     p.add_argument('--patch-lr', type=float, default=t.patch_lr)
     p.add_argument('--seed', type=int, default=t.seed)
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
@@ -90,10 +94,14 @@ def add_parsers(sub):
 
 
 def cmd_train_retrieval(a):
+    import torch
+
     from scene_reloc.backbones import FeatureExtractor
     from scene_reloc.retrieval.model import RetrievalConfig
     from scene_reloc_training.learn.retrieval_data import load_retrieval_data
     from scene_reloc_training.learn.retrieval_training import RetrievalTrainConfig, train_retrieval
+    rank = init_distributed(a.device)
+    quiet = a.quiet or rank > 0
     roots, _ = scene_roots(a)
     ex = FeatureExtractor(a.backbone, a.backbone_weights, a.device)
     model_cfg = RetrievalConfig.from_dict(
@@ -101,10 +109,16 @@ def cmd_train_retrieval(a):
         | {'local_dim': ex.descriptor_dim})
     train_cfg = RetrievalTrainConfig(**{f.name: getattr(a, f.name)
                                         for f in fields(RetrievalTrainConfig)})
-    print(f'reading {len(roots)} scenes with {a.backbone}', file=sys.stderr)
-    data = load_retrieval_data(roots, ex, a.max_frames, train_cfg.seed, not a.quiet)
-    model, info = train_retrieval(data, model_cfg, train_cfg, not a.quiet)
+    if not quiet:
+        print(f'reading {len(roots)} scenes with {a.backbone}', file=sys.stderr)
+    data = load_retrieval_data(roots, ex, a.max_frames, train_cfg.seed, not quiet)
+    model, info = train_retrieval(data, model_cfg, train_cfg, not quiet)
     info['scenes'] = roots
+    if torch.distributed.is_initialized():
+        info['processes'] = torch.distributed.get_world_size()
+        torch.distributed.destroy_process_group()
+    if rank > 0:
+        return
     model.save(a.out, a.backbone, ex.weights_sha256, info)
     with open(a.out + '.json', 'w') as f:
         json.dump({'model': asdict(model_cfg), **info}, f, indent=2)

@@ -29,6 +29,10 @@ loss is mean_pos (1 - s)^2 + mean_neg s^2: matched patches pulled to 1, all othe
 
 The backbone is frozen: its grids are computed once (:mod:`retrieval_data`). After training,
 PCA whitening is fitted on the training frames' descriptors.
+
+Under torchrun every process holds all the data and draws the same batches (same seed); each
+step's queries (and frame pairs) are split over the processes, each back-propagates its share
+of the batch's loss and the gradients are summed, so N processes compute what one does.
 """
 
 from dataclasses import asdict, dataclass
@@ -62,25 +66,52 @@ class RetrievalTrainConfig:
     refresh_every: int = 100
     """Steps between hard-negative re-mining."""
     patch_steps: int = 600
-    """VOP patch-embedding steps (each one pair of overlapping frames)."""
+    """VOP patch-embedding steps."""
+    patch_batch: int = 1
+    """Frame pairs per VOP step (split over torchrun processes)."""
     patch_lr: float = 1e-3
     seed: int = 0
 
 
-def sare_loss(q, p, n, variant='ind'):
+def sare_loss(q, p, n, variant='ind', reduction='mean'):
     """
     SARE loss of L2-normalised descriptors: q, p (B, D), n (B, M, D).
 
-    :return: mean over the batch.
+    :param reduction: ``mean`` over the terms (``ind``: query-negative pairs; ``joint``:
+        queries) or their ``sum``.
     """
     d_p = ((q - p) ** 2).sum(-1)                                   # (B,)
     d_n = ((q[:, None] - n) ** 2).sum(-1)                          # (B, M)
     if variant == 'ind':
-        return F.softplus(d_p[:, None] - d_n).mean()
-    if variant == 'joint':
-        logits = torch.cat([-d_p[:, None], -d_n], dim=1)
-        return (torch.logsumexp(logits, dim=1) + d_p).mean()
-    raise ValueError(f'SARE variant must be ind or joint, got {variant!r}')
+        terms = F.softplus(d_p[:, None] - d_n)
+    elif variant == 'joint':
+        terms = torch.logsumexp(torch.cat([-d_p[:, None], -d_n], dim=1), dim=1) + d_p
+    else:
+        raise ValueError(f'SARE variant must be ind or joint, got {variant!r}')
+    return terms.mean() if reduction == 'mean' else terms.sum()
+
+
+def _world():
+    """(rank, world size) under torchrun, (0, 1) otherwise."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _sum_over_processes(params, value):
+    """Sum the gradients of ``params`` and the float ``value`` over torchrun processes."""
+    rank, world = _world()
+    if world == 1:
+        return value
+    import torch.distributed as dist
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+    v = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(v)
+    return float(v)
 
 
 def describe_all(model, data, idx=None, whiten=False):
@@ -141,6 +172,9 @@ def train_global(model, data, cfg, progress=True):
                          'with overlapping views')
     params = [p for n, p in model.named_parameters()
               if n.startswith(('adapter', 'aggregator'))]
+    rank, world = _world()
+    if cfg.batch % world:
+        raise ValueError(f'--batch {cfg.batch} must be a multiple of the {world} processes')
     opt = torch.optim.Adam(params, lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.steps, 1))
     history, hard, desc = [], {}, None
@@ -159,15 +193,21 @@ def train_global(model, data, cfg, progress=True):
             q_idx.append(q)
             p_idx.append(p)
             n_idx.extend(n)
-        dq = _forward(model, data, q_idx)
-        dp = _forward(model, data, p_idx)
-        dn = _forward(model, data, n_idx).reshape(len(q_idx), cfg.negatives, -1)
-        loss = sare_loss(dq, dp, dn, cfg.loss)
+        # This process's share of the batch; its loss is its part of the batch mean.
+        mine = list(range(rank, len(q_idx), world))
+        dq = _forward(model, data, [q_idx[k] for k in mine])
+        dp = _forward(model, data, [p_idx[k] for k in mine])
+        dn = _forward(model, data, [n_idx[k * cfg.negatives + m] for k in mine
+                                    for m in range(cfg.negatives)]).reshape(len(mine),
+                                                                              cfg.negatives, -1)
+        terms = len(q_idx) * (cfg.negatives if cfg.loss == 'ind' else 1)
+        loss = sare_loss(dq, dp, dn, cfg.loss, reduction='sum') / terms
         opt.zero_grad()
         loss.backward()
+        total = _sum_over_processes(params, float(loss.detach()))
         opt.step()
         sched.step()
-        history.append(float(loss.detach()))
+        history.append(total)
         bar.set_postfix(loss=f'{np.mean(history[-20:]):.3f}')
     model.eval()
     return history
@@ -200,6 +240,11 @@ def vop_patch_loss(ea, eb, matches):
     return ((1 - s[pos]) ** 2).mean() + (s[~pos] ** 2).mean()
 
 
+def _patch_matches(data, a, b, patch_px):
+    return patch_correspondences(data.depths[a], data.Ks[a], data.poses[a], data.depths[b],
+                                 data.Ks[b], data.poses[b], patch_px)
+
+
 def train_patches(model, data, cfg, progress=True):
     """Train the patch projection with VOP's loss on geometric patch matches."""
     rng = np.random.default_rng(cfg.seed + 1)
@@ -207,26 +252,34 @@ def train_patches(model, data, cfg, progress=True):
     if not pairs:
         raise ValueError('no overlapping frame pairs to train patch embeddings on')
     patch_px = model.cfg.patch_pool * 8 // 2      # the depths are at half resolution
-    opt = torch.optim.Adam(model.patch_proj.parameters(), lr=cfg.patch_lr)
+    params = list(model.patch_proj.parameters())
+    opt = torch.optim.Adam(params, lr=cfg.patch_lr)
+    rank, world = _world()
     history = []
-    bar = tqdm(range(cfg.patch_steps), desc='VOP patches', unit='pair', disable=not progress)
+    bar = tqdm(range(cfg.patch_steps), desc='VOP patches', unit='step', disable=not progress)
     for _ in bar:
-        i, j = pairs[int(rng.integers(len(pairs)))]
-        args_ab = (data.depths[i], data.Ks[i], data.poses[i], data.depths[j], data.Ks[j],
-                   data.poses[j], patch_px)
-        args_ba = (data.depths[j], data.Ks[j], data.poses[j], data.depths[i], data.Ks[i],
-                   data.poses[i], patch_px)
-        m = mutual_patch_matches(patch_correspondences(*args_ab), patch_correspondences(*args_ba))
-        if len(m) < 4:
+        # Every process labels the whole batch (cheap), so all know how many pairs count.
+        batch = []
+        for _ in range(cfg.patch_batch):
+            i, j = pairs[int(rng.integers(len(pairs)))]
+            m = mutual_patch_matches(_patch_matches(data, i, j, patch_px),
+                                     _patch_matches(data, j, i, patch_px))
+            batch.append((i, j, m))
+        valid = [b for b in batch if len(b[2]) >= 4]
+        if not valid:
             continue
-        ea = model.patches(stack_grids(data, [i]))[0].flatten(0, 1)
-        eb = model.patches(stack_grids(data, [j]))[0].flatten(0, 1)
-        ok = (m[:, 0] < len(ea)) & (m[:, 1] < len(eb))
-        loss = vop_patch_loss(ea, eb, torch.from_numpy(m[ok]))
+        loss = torch.zeros(())
+        for i, j, m in valid[rank::world]:
+            ea = model.patches(stack_grids(data, [i]))[0].flatten(0, 1)
+            eb = model.patches(stack_grids(data, [j]))[0].flatten(0, 1)
+            ok = (m[:, 0] < len(ea)) & (m[:, 1] < len(eb))
+            loss = loss + vop_patch_loss(ea, eb, torch.from_numpy(m[ok])) / len(valid)
         opt.zero_grad()
-        loss.backward()
+        if loss.requires_grad:
+            loss.backward()
+        total = _sum_over_processes(params, float(loss.detach()))
         opt.step()
-        history.append(float(loss.detach()))
+        history.append(total)
         bar.set_postfix(loss=f'{np.mean(history[-20:]):.3f}')
     model.eval()
     return history
