@@ -46,10 +46,11 @@ def overlap_votes(query_PE, frames, radius=None):
     if n == 0 or len(query_PE) == 0:
         return np.zeros(n), float('nan') if radius is None else radius
     q = np.asarray(query_PE, dtype=np.float32)
-    if radius is None:
-        radius = median_radius(q, frames)
-    thr = 1.0 - radius
     sims = [q @ np.asarray(f, dtype=np.float32).T for f in frames]          # (P, P_j) each
+    if radius is None:       # median_radius, from the similarities computed once
+        flat = np.concatenate([x.ravel() for x in sims])
+        radius = float(np.median(flat)) if len(flat) else 0.0
+    thr = 1.0 - radius
     hits = [np.where(s > thr, s, 0.0) for s in sims]
     n_q = sum((h > 0).sum(1) for h in hits)                                # (P,)
     m_q = sum((h > 0).any(1) for h in hits)                                # (P,)
