@@ -29,6 +29,24 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 
+def safetensors_in(folders):
+    """Yield the ``.safetensors`` files of ``folders`` in name order (missing folders skipped)."""
+    for folder in folders:
+        if folder and os.path.isdir(folder):
+            for name in sorted(os.listdir(folder)):
+                if name.endswith('.safetensors'):
+                    yield os.path.join(folder, name)
+
+
+def refuse_unknown_keys(cls, d, what):
+    """Raise ValueError naming the keys of ``d`` that are not fields of dataclass ``cls``."""
+    from dataclasses import fields
+    known = {f.name for f in fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f'unknown {what} settings {sorted(unknown)}; known: {sorted(known)}')
+
+
 class ArtifactError(ValueError):
     """An artifact file that cannot be used, and why."""
 

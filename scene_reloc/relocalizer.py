@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 
+from scene_reloc.artifact import refuse_unknown_keys
 from scene_reloc.backbones import FeatureExtractor
 from scene_reloc.pnp import PnPConfig, solve_pnp
 from scene_reloc.scene_map import load_scene_map
@@ -85,11 +86,7 @@ class LocalizerConfig:
     def from_dict(cls, d):
         """Build from a dict, refusing unknown keys (typos must not pass silently)."""
         d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f'unknown localizer settings {sorted(unknown)}; known: '
-                             f'{sorted(known)}')
+        refuse_unknown_keys(cls, d, 'localizer')
         pnp = d.pop('pnp', {})
         if isinstance(pnp, dict):
             pnp = PnPConfig(**pnp)
@@ -196,9 +193,7 @@ class Relocalizer:
         :return: :class:`RelocResult`; never raises for a bad image, it says why instead.
         """
         t0 = time.perf_counter()
-        img = np.asarray(image_rgb_u8)
-        K = np.asarray(K, dtype=np.float64)
-        problem = check_input(img, K)
+        img, K, problem = prepare_query(image_rgb_u8, K)
         if problem:
             return RelocResult(False, BAD_INPUT, detail=problem)
         return self.localize_features(self.features(img), K, img.shape[:2], t0)
@@ -262,6 +257,13 @@ def find_weights(backbone):
     raise ValueError(f'this map needs the {backbone["name"]} weights (sha256 '
                      f'{backbone["weights_sha256"][:12]}...): pass --backbone-weights PATH or run '
                      f'scene-reloc fetch-weights {backbone["name"]}')
+
+
+def prepare_query(image_rgb_u8, K):
+    """Return (image array, K float64, problem): the checks every localizer runs first."""
+    img = np.asarray(image_rgb_u8)
+    K = np.asarray(K, dtype=np.float64)
+    return img, K, check_input(img, K)
 
 
 def check_input(img, K):

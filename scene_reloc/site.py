@@ -38,7 +38,13 @@ import torch
 
 from scene_reloc.artifact import ArtifactError, load_artifact, save_artifact
 from scene_reloc.backbones import FeatureExtractor, sha256_of_file
-from scene_reloc.relocalizer import BAD_INPUT, check_input, find_weights, Relocalizer, RelocResult
+from scene_reloc.relocalizer import (
+    BAD_INPUT,
+    find_weights,
+    prepare_query,
+    Relocalizer,
+    RelocResult,
+)
 from scene_reloc.retrieval.database import FrameDatabase, model_sha256
 from scene_reloc.retrieval.index import GlobalIndex
 from scene_reloc.retrieval.model import RetrievalConfig, RetrievalModel
@@ -217,9 +223,7 @@ class SiteLocalizer:
     def localize(self, image_rgb_u8, K):
         """Localize in the site: the pose in the chosen map, or "none of them" with why."""
         t0 = time.perf_counter()
-        img = np.asarray(image_rgb_u8)
-        K = np.asarray(K, dtype=np.float64)
-        problem = check_input(img, K)
+        img, K, problem = prepare_query(image_rgb_u8, K)
         if problem:
             return RelocResult(False, BAD_INPUT, detail=problem)
         feats = self.extractor.extract(img, max(m.config.max_keypoints for m in self.maps))

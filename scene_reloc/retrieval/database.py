@@ -27,7 +27,7 @@ import os
 import numpy as np
 import torch
 
-from scene_reloc.artifact import tensors_sha256
+from scene_reloc.artifact import safetensors_in, tensors_sha256
 from scene_reloc.retrieval.model import RetrievalConfig, RetrievalModel
 
 UNTRAINED = 'untrained-gem'
@@ -66,11 +66,8 @@ def find_model(reference, local_dim, override=None, device='cpu'):
         model = untrained_model(local_dim)
     else:
         want = reference.get('sha256')
-        candidates = [override, reference.get('model')]
-        for folder in os.environ.get(SEARCH_ENV, '').split(':'):
-            if folder and os.path.isdir(folder):
-                candidates += [os.path.join(folder, n) for n in sorted(os.listdir(folder))
-                               if n.endswith('.safetensors')]
+        candidates = [override, reference.get('model'),
+                      *safetensors_in(os.environ.get(SEARCH_ENV, '').split(':'))]
         model = None
         for path in candidates:
             if not path or not os.path.isfile(path):

@@ -21,7 +21,7 @@ embeddings (one per ``patch_pool`` x ``patch_pool`` block of grid cells, L2-norm
 VOP's overlap voting. Saved as one safetensors file with its manifest (never unpickled).
 """
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 import math
 
 import numpy as np
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from scene_reloc.artifact import ArtifactError, load_artifact, save_artifact
+from scene_reloc.artifact import ArtifactError, load_artifact, refuse_unknown_keys, save_artifact
 from scene_reloc.retrieval.aggregation import GeM, MeanPool, NetVLAD, Whitening
 
 KEY = 'scene_reloc_retrieval'
@@ -61,10 +61,7 @@ class RetrievalConfig:
 
     @classmethod
     def from_dict(cls, d):
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f'unknown retrieval settings {sorted(unknown)}')
+        refuse_unknown_keys(cls, d, 'retrieval')
         cfg = cls(**d)
         if cfg.aggregator not in AGGREGATORS:
             raise ValueError(f'aggregator must be one of {AGGREGATORS}, got {cfg.aggregator!r}')

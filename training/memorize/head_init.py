@@ -29,6 +29,7 @@ import os
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from scene_reloc.artifact import safetensors_in
 from scene_reloc.backbones import sha256_of_file
 
 KIND = 'scene_reloc.head_init'
@@ -99,18 +100,12 @@ def resolve_head_init(setting, head_type, head_cfg, backbone, backbone_sha256):
             raise ValueError(f'--head-init {setting} does not fit this map: {why}')
         return load_head_init(setting), {'head_init': os.path.abspath(setting),
                                          'head_init_sha256': sha256_of_file(setting)}
-    for folder in search_path():
-        if not os.path.isdir(folder):
+    for path in safetensors_in(search_path()):
+        try:
+            meta = read_head_init_metadata(path)
+        except ValueError:
             continue
-        for name in sorted(os.listdir(folder)):
-            path = os.path.join(folder, name)
-            if not name.endswith('.safetensors'):
-                continue
-            try:
-                meta = read_head_init_metadata(path)
-            except ValueError:
-                continue
-            if not mismatch(meta, head_type, head_cfg, backbone, backbone_sha256):
-                return load_head_init(path), {'head_init': os.path.abspath(path),
-                                              'head_init_sha256': sha256_of_file(path)}
+        if not mismatch(meta, head_type, head_cfg, backbone, backbone_sha256):
+            return load_head_init(path), {'head_init': os.path.abspath(path),
+                                          'head_init_sha256': sha256_of_file(path)}
     return None, {'head_init': 'random (no meta-learned start fits this backbone and head)'}

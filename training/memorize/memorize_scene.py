@@ -18,7 +18,7 @@ Memorize a scene from a few posed RGB-D frames: partition, map points, buffer, h
 ``memorize(frames, out_path, cfg)`` is what ``scene-reloc memorize`` runs.
 """
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 import datetime
 import os
 import sys
@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from scene_reloc import __version__
+from scene_reloc.artifact import refuse_unknown_keys
 from scene_reloc.backbones import FeatureExtractor
 from scene_reloc.partition import HierarchicalPartition
 from scene_reloc.region_head import RegionHeadConfig
@@ -101,10 +102,7 @@ class MemorizeConfig:
 
     @classmethod
     def from_dict(cls, d):
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f'unknown memorize settings {sorted(unknown)}')
+        refuse_unknown_keys(cls, d, 'memorize')
         return cls(**d)
 
 

@@ -22,6 +22,7 @@ else the built-in untrained GeM; a path must fit the backbone or is refused.
 
 import os
 
+from scene_reloc.artifact import safetensors_in
 from scene_reloc.retrieval.database import model_reference, SEARCH_ENV, untrained_model
 from scene_reloc.retrieval.model import RetrievalModel
 from scene_reloc_training.memorize.head_init import SHIPPED
@@ -50,19 +51,13 @@ def resolve_retrieval_model(setting, backbone, backbone_sha256, local_dim):
         if why:
             raise ValueError(f'--retrieval-model {setting} does not fit this map: {why}')
         return model, model_reference(model, setting)
-    folders = [d for d in os.environ.get(SEARCH_ENV, '').split(':') if d] + [SHIPPED]
-    for folder in folders:
-        if not os.path.isdir(folder):
+    folders = os.environ.get(SEARCH_ENV, '').split(':') + [SHIPPED]
+    for path in safetensors_in(folders):
+        try:
+            model, manifest = RetrievalModel.load(path)
+        except ValueError:
             continue
-        for name in sorted(os.listdir(folder)):
-            path = os.path.join(folder, name)
-            if not name.endswith('.safetensors'):
-                continue
-            try:
-                model, manifest = RetrievalModel.load(path)
-            except ValueError:
-                continue
-            if not _fits(manifest, backbone, backbone_sha256, local_dim):
-                return model, model_reference(model, path)
+        if not _fits(manifest, backbone, backbone_sha256, local_dim):
+            return model, model_reference(model, path)
     model = untrained_model(local_dim)
     return model, model_reference(model)
