@@ -55,6 +55,18 @@ def test_site_says_none_of_them_for_a_place_in_no_map(site):
     assert 'none of the maps' in res.detail
 
 
+def test_evaluate_on_a_site_always_counts_the_maps_chosen(site):
+    out, _, roots = site
+    root = roots['hall'][0]
+    r = subprocess.run([SCRIPT, 'evaluate', '--map', out, '--data', root, '--frames',
+                        os.path.join(root, 'query.txt'), '--device', 'cpu', '--quiet'],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert sum(m['map_selection'].values()) == m['n_queries'] and 'false_accepts' not in m
+    assert m['map_selection'].get('hall', 0) >= 0.9 * m['n_queries']
+
+
 def test_localize_prints_the_chosen_map(site):
     out, _, roots = site
     root, query = roots['hall']

@@ -183,6 +183,8 @@ def cmd_evaluate(a):
                               map_megabytes=round(os.path.getsize(a.map) / 1e6, 3))
     if a.expect_map is not None:
         metrics.update(map_selection(records, a.expect_map or None))
+    elif hasattr(reloc, 'frame_ids'):      # a site: which map each frame went to, always
+        metrics['map_selection'] = map_selection(records, None)['map_selection']
     print(json.dumps(metrics, indent=2))
     if a.json:
         with open(a.json, 'w') as f:
