@@ -103,10 +103,11 @@ def test_bag_played_into_the_node_gives_poses_and_map_to_odom(small_map, bag, li
     # post-dated by transform_tolerance (0.1 s).
     m2o = [t for m in listener.tfs for t in m.transforms
            if t.header.frame_id == 'map' and t.child_frame_id == 'odom']
-    assert len(m2o) == len(poses)
+    # One per fix, stamped with its image + 0.1 s; the rest are the fixed-rate republications.
+    at_fix = [t for t in m2o if stamp_to_ns(t.header.stamp) - 100_000_000 in gt]
+    assert len(at_fix) == len(poses) and len(m2o) > len(at_fix)
     dt = [pose_error(transform_to_matrix(t.transform), MAP_FROM_ODOM)[0] for t in m2o]
     assert np.median(dt) < 0.03
-    assert all(stamp_to_ns(t.header.stamp) - 100_000_000 in gt for t in m2o)
 
 
 def test_bad_input_is_reported_and_the_node_stays_up(small_map, listener, tmp_path):
@@ -311,3 +312,43 @@ def test_the_node_runs_a_site_names_the_map_and_switches_only_with_evidence(site
     published_lab = {stamp_to_ns(p.header.stamp) for p in listener.poses} & set(lab)
     assert published_lab and min(published_lab) >= lab[2], (lab, sorted(published_lab))
     assert any('not_in_any_map' in m for m in listener.diag_messages())
+
+
+def _node_transforms(listener, parent, child):
+    with listener.lock:
+        return [t for m in listener.tfs for t in m.transforms
+                if t.header.frame_id == parent and t.child_frame_id == child]
+
+
+def test_map_to_odom_is_republished_between_fixes_and_can_be_left_to_an_ekf(small_map, bag,
+                                                                            listener, tmp_path):
+    # max_rate 1 Hz on a 10 Hz bag: a fix a second, yet Nav2 needs map->odom all the time.
+    path, gt = bag
+    env = ros_env(DOMAIN)
+    remaps = [('image/compressed', '/camera/image/compressed'),
+              ('camera_info', '/camera/camera_info')]
+    params = {'scene_map': small_map[0], 'device': 'cpu', 'image_transport': 'compressed',
+              'max_rate': 1.0, 'tf_publish_rate': 20.0}
+    node = start_node(env, params, tmp_path / 'node.log', remaps=remaps)
+    play_into(node, path, 2, env, listener, tmp_path)
+    poses = list(listener.poses)
+    m2o = _node_transforms(listener, 'map', 'odom')
+    assert 1 <= len(poses) <= 4, open(tmp_path / 'node.log').read()
+    assert len(m2o) >= 5 * len(poses)             # republished at 20 Hz between the fixes
+    errors = [pose_error(transform_to_matrix(t.transform), MAP_FROM_ODOM)[0] for t in m2o]
+    assert max(errors) < 0.05
+    stamps = [stamp_to_ns(t.header.stamp) for t in m2o]
+    assert stamps[-1] > stamps[0]
+    ages = [v.value for d in listener.diags for s in d.status for v in s.values
+            if v.key == 'last_fix_age_s']
+    assert any(a not in ('never', 'None') and float(a) >= 0 for a in ages)
+    # publish_tf false: an EKF owns map->odom; the node still publishes ~/pose, no TF.
+    with listener.lock:
+        listener.poses.clear()
+        listener.tfs.clear()
+        listener.diags.clear()      # play_into waits for the new node's "waiting for images"
+    node = start_node(env, {**params, 'publish_tf': False, 'max_rate': 0.0},
+                      tmp_path / 'node2.log', remaps=remaps)
+    play_into(node, path, len(gt), env, listener, tmp_path)
+    assert len(listener.poses) >= len(gt) // 2, open(tmp_path / 'node2.log').read()
+    assert not _node_transforms(listener, 'map', 'odom')

@@ -41,6 +41,10 @@ PARAMETERS = {
     'base_frame_id': ('', "if set, ~/pose is this frame's pose (camera->base from /tf); "
                           'empty: the camera pose'),
     'transform_tolerance': (0.1, 'seconds the published TF is post-dated by, as AMCL'),
+    'publish_tf': (True, 'publish the map TF; false when a robot_localization EKF in '
+                         'world_frame map owns map->odom and fuses ~/pose'),
+    'tf_publish_rate': (20.0, 'Hz at which the last accepted map TF is republished (post-dated '
+                              'by transform_tolerance), between fixes too; 0: only on fixes'),
     'transform_timeout': (0.5, 'seconds to wait for odom->camera at the image stamp to arrive '
                                'on /tf before giving the frame up'),
     'min_inliers': (0, "a pose needs at least this many PnP inliers (0: the map's own setting, "
@@ -68,6 +72,7 @@ _CHOICES = {
 _MINIMA = {
     'qos_depth': (1, 'at least 1'),
     'transform_tolerance': (0.0, 'not negative'),
+    'tf_publish_rate': (0.0, 'not negative'),
     'transform_timeout': (0.0, 'not negative'),
     'min_inliers': (0, "0 (the map's setting) or at least 4 (PnP needs 4 points)"),
     'max_reprojection_error': (0.0, 'not negative'),

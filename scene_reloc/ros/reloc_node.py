@@ -57,6 +57,7 @@ from scene_reloc.ros.conversions import (
     transform_to_matrix,
 )
 from scene_reloc.ros.keep_latest import KeepLatestWorker
+from scene_reloc.ros.last_transform import LastTransform
 from scene_reloc.ros.params import NODE_NAME, PARAMETERS, validate
 from scene_reloc.transform_buffer import ExtrapolationError, TransformBuffer, TransformError
 
@@ -73,6 +74,8 @@ class RelocNode(LifecycleNode):
         self.camera = None
         self.worker = None
         self.gate = None
+        self.last_tf = LastTransform()
+        self.tf_timer = None
         self.map_gate = MapSelectionGate(self.p('map_switch_frames'))
         self._lock = threading.Lock()   # guards self.reloc (runtime map switch)
         self._subs = []
@@ -133,6 +136,8 @@ class RelocNode(LifecycleNode):
             self._subs.append(self.create_subscription(Image, 'image', self.on_image, qos))
         self._subs.append(self.create_subscription(CameraInfo, 'camera_info',
                                                    self.on_camera_info, qos))
+        if self.p('tf_publish_rate') > 0:
+            self.tf_timer = self.create_timer(1.0 / self.p('tf_publish_rate'), self.on_tf_timer)
         self._set_status('warn', 'active, waiting for images')
         result = super().on_activate(state)
         if self.p('publish_markers'):
@@ -140,6 +145,9 @@ class RelocNode(LifecycleNode):
         return result
 
     def on_deactivate(self, state):
+        if self.tf_timer is not None:
+            self.destroy_timer(self.tf_timer)
+            self.tf_timer = None
         for s in self._subs:
             self.destroy_subscription(s)
         self._subs = []
@@ -192,6 +200,7 @@ class RelocNode(LifecycleNode):
                                                reason=f'scene map rejected: {e}')
                 with self._lock:
                     self.reloc = new
+                self.last_tf.clear()     # its frame may not exist in the new map
                 self.get_logger().info(f'switched to scene map {prm.value}')
                 if self.gate is not None:
                     self.gate.reset()
@@ -341,21 +350,34 @@ class RelocNode(LifecycleNode):
                     self._set_status('warn', f'rejected: {why}', values)
                     return
             tf = messages.tf_msg(tf_stamp, gmap, odom, m_from_o)
+            self.last_tf.set(gmap, odom, m_from_o, stamp_ns)
         else:
             tf = messages.tf_msg(tf_stamp, gmap, camera_frame, map_from_cam)
+            self.last_tf.set(gmap, camera_frame, map_from_cam, stamp_ns)
         body, body_T, body_cov = camera_frame, map_from_cam, cov
         if self.p('base_frame_id'):
             body = self.p('base_frame_id')
             cam_from_base = self.tf_buffer.lookup(camera_frame, body, stamp_ns)
             body_T = map_from_cam @ cam_from_base
             body_cov = covariance_to_body(map_from_cam, cov, cam_from_base)
-        self.tf_pub.publish(tf)
+        if self.p('publish_tf'):
+            self.tf_pub.publish(tf)
         self.pose_pub.publish(messages.pose_msg(stamp, gmap, body_T, body_cov))
         if self.p('publish_markers') and res.inlier_points3d is not None:
             self.marker_pub.publish(messages.inlier_markers(stamp, gmap, res.inlier_points3d,
                                                             map_from_cam))
         self._counts['localized'] += 1
         self._set_status('ok', f'localized ({body} in {gmap})', values)
+
+    def on_tf_timer(self):
+        """Republish the last accepted map TF, post-dated from now, as rtabmap / AMCL do."""
+        last = self.last_tf.get()
+        if last is None or not self.p('publish_tf'):
+            return
+        parent, child, T, _ = last
+        now_ns = self.get_clock().now().nanoseconds
+        stamp = messages.ns_to_time(now_ns + int(self.p('transform_tolerance') * 1e9))
+        self.tf_pub.publish(messages.tf_msg(stamp, parent, child, T))
 
     def _wait_for_transform(self, target, source, stamp_ns):
         """Look a transform up, waiting up to transform_timeout for /tf to catch up."""
@@ -385,7 +407,9 @@ class RelocNode(LifecycleNode):
                 'latency_s': round(self._last_latency, 4),
                 'dropped_frames': w.dropped if w else 0,
                 'processed_frames': w.processed if w else 0,
-                'scene_map': self.p('scene_map'), 'map': self.map_gate.current or ''}
+                'scene_map': self.p('scene_map'), 'map': self.map_gate.current or '',
+                'last_fix_age_s': _rounded(self.last_tf.age_s(
+                    self.get_clock().now().nanoseconds))}
         self.diag_pub.publish(messages.diagnostics_msg(
             self.get_clock().now().to_msg(), self.get_name(), self.p('scene_map'), level,
             message, info))
@@ -400,6 +424,10 @@ class RelocNode(LifecycleNode):
         self.marker_pub.publish(messages.scene_markers(
             self.get_clock().now().to_msg(), self._frame_of(reloc, current), xyz,
             self.p('max_marker_points')))
+
+
+def _rounded(value):
+    return 'never' if value is None else round(value, 3)
 
 
 def main(args=None):
