@@ -352,3 +352,18 @@ def test_map_to_odom_is_republished_between_fixes_and_can_be_left_to_an_ekf(smal
     play_into(node, path, len(gt), env, listener, tmp_path)
     assert len(listener.poses) >= len(gt) // 2, open(tmp_path / 'node2.log').read()
     assert not _node_transforms(listener, 'map', 'odom')
+
+
+def test_silence_is_diagnosed_with_the_topic_and_qos_to_check(small_map, listener, tmp_path):
+    env = ros_env(DOMAIN)
+    node = start_node(env, {'scene_map': small_map[0], 'device': 'cpu', 'image_timeout': 1.0,
+                            'diagnostics_period': 0.5}, tmp_path / 'node.log',
+                      remaps=[('image', '/front/image_raw')])
+    try:
+        ok = listener.wait_for(lambda: any('no image on /front/image_raw' in m and
+                                           'qos_reliability=best_effort' in m
+                                           for m in listener.diag_messages()), 30)
+        assert ok, (listener.diag_messages()[-3:], open(tmp_path / 'node.log').read())
+    finally:
+        stop(node)
+    assert 'no image on /front/image_raw' in open(tmp_path / 'node.log').read()

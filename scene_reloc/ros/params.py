@@ -52,6 +52,8 @@ PARAMETERS = {
     'max_reprojection_error': (0.0, 'a pose needs a median inlier reprojection error below this '
                                     "(pixels; 0: the map's own setting)"),
     'max_rate': (0.0, 'process at most this many frames per second (0: as fast as possible)'),
+    'image_timeout': (5.0, 'seconds without an image (while active) before /diagnostics warns, '
+                           'naming the topic and the QoS to check; 0: never'),
     'consistency_check': (False, 'reject a map->odom jump that odometry says did not happen'),
     'max_jump_translation': (0.5, 'consistency check: largest accepted map->odom change (m)'),
     'max_jump_rotation': (15.0, 'consistency check: largest accepted map->odom change (deg)'),
@@ -77,6 +79,7 @@ _MINIMA = {
     'min_inliers': (0, "0 (the map's setting) or at least 4 (PnP needs 4 points)"),
     'max_reprojection_error': (0.0, 'not negative'),
     'max_rate': (0.0, 'not negative'),
+    'image_timeout': (0.0, 'not negative'),
     'max_jump_translation': (0.0, 'not negative'),
     'max_jump_rotation': (0.0, 'not negative'),
     'jump_confirmations': (1, 'at least 1'),

@@ -85,6 +85,8 @@ class RelocNode(LifecycleNode):
         self._status = ('error', 'unconfigured: no scene map loaded', {})
         self._counts = {'received': 0, 'localized': 0, 'rejected': 0, 'bad_input': 0}
         self._last_latency = float('nan')
+        self._last_image = None
+        self._activated_at = time.monotonic()
         self._tf_subs = [
             # Best effort on purpose: with a reliable reader one lost sample holds back every
             # later one until Fast DDS's next heartbeat (3 s by default; measured under a 30 Hz
@@ -138,6 +140,7 @@ class RelocNode(LifecycleNode):
                                                    self.on_camera_info, qos))
         if self.p('tf_publish_rate') > 0:
             self.tf_timer = self.create_timer(1.0 / self.p('tf_publish_rate'), self.on_tf_timer)
+        self._activated_at, self._last_image = time.monotonic(), None
         self._set_status('warn', 'active, waiting for images')
         result = super().on_activate(state)
         if self.p('publish_markers'):
@@ -266,6 +269,7 @@ class RelocNode(LifecycleNode):
 
     def _on_frame(self, msg, decode):
         self._counts['received'] += 1
+        self._last_image = time.monotonic()
         try:
             max_rate = self.p('max_rate')
             now = time.monotonic()
@@ -273,7 +277,9 @@ class RelocNode(LifecycleNode):
                 return
             if self.camera is None:
                 self._held = (msg, decode)
-                raise InputError('no CameraInfo received on camera_info yet (or it was invalid)')
+                raise InputError(f'no CameraInfo received on {self._topic("camera_info")} yet (or '
+                                 f'it was invalid); check the topic and that its QoS matches '
+                                 f'qos_reliability={self.p("qos_reliability")}')
             self._force_next = False
             self._last_processed = now
             if self.worker is not None:
@@ -400,8 +406,34 @@ class RelocNode(LifecycleNode):
         if changed and level == 'error':
             self.publish_diagnostics()
 
+    def _topic(self, name):
+        """Resolve one of the node's topic names (namespace and remaps applied)."""
+        try:
+            return self.resolve_topic_name(name)
+        except Exception:  # noqa: BLE001 - older rclpy: say the relative name
+            return name
+
+    def _silence(self):
+        """Return a warning when images stopped (or never came) while active, else ''."""
+        timeout = self.p('image_timeout')
+        if self.worker is None or timeout <= 0:
+            return ''
+        quiet = time.monotonic() - (self._last_image or self._activated_at)
+        if quiet < timeout:
+            return ''
+        topic = self._topic('image/compressed' if self.p('image_transport') == 'compressed'
+                            else 'image')
+        what = 'since activation' if self._last_image is None else 'for'
+        return (f'no image on {topic} {what} {quiet:.0f} s: check the topic (remap it to the '
+                f"camera) and that the camera's QoS matches qos_reliability="
+                f'{self.p("qos_reliability")}')
+
     def publish_diagnostics(self):
         level, message, values = self._status
+        silence = self._silence()
+        if silence:
+            level, message = 'warn', f'silent: {silence}'
+            self.get_logger().warning(silence, throttle_duration_sec=10.0)
         w = self.worker
         info = {'state': message.split(':')[0], **values, **self._counts,
                 'latency_s': round(self._last_latency, 4),
