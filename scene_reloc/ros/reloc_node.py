@@ -29,8 +29,7 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped
-import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import ParameterDescriptor
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import Node as LifecycleNode
@@ -58,11 +57,13 @@ from scene_reloc.ros.conversions import (
 )
 from scene_reloc.ros.keep_latest import KeepLatestWorker
 from scene_reloc.ros.last_transform import LastTransform
-from scene_reloc.ros.params import NODE_NAME, PARAMETERS, validate
+from scene_reloc.ros.node_maps import NodeMaps
+from scene_reloc.ros.node_status import NodeStatus
+from scene_reloc.ros.params import NODE_NAME, PARAMETERS
 from scene_reloc.transform_buffer import ExtrapolationError, TransformBuffer, TransformError
 
 
-class RelocNode(LifecycleNode):
+class RelocNode(NodeMaps, NodeStatus, LifecycleNode):
 
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
@@ -173,60 +174,6 @@ class RelocNode(LifecycleNode):
             self.worker.stop()
             self.worker = None
         return TransitionCallbackReturn.SUCCESS
-
-    # ---------------------------------------------------------------- parameters
-    def _load_map(self, path):
-        from scene_reloc.site import open_localizer  # torch import only when needed
-        if not path:
-            raise ValueError('parameter scene_map is empty: set it to a map file from '
-                             'scene-reloc memorize (or a site from scene-reloc site)')
-        reloc = open_localizer(path, self.p('backbone_weights') or None, self.p('device'))
-        for name in ('min_inliers', 'max_reprojection_error'):
-            if self.p(name) > 0:
-                self._set_map_setting(reloc, name, self.p(name))
-        h, w = 480, 640
-        reloc.localize(np.zeros((h, w, 3), np.uint8), np.array(
-            [[500.0, 0, w / 2], [0, 500.0, h / 2], [0, 0, 1]]))  # warm-up
-        return reloc
-
-    def on_set_parameters(self, params):
-        for prm in params:
-            reason = validate(prm.name, prm.value)
-            if reason:
-                return SetParametersResult(successful=False, reason=reason)
-        for prm in params:
-            if prm.name == 'scene_map' and self.reloc is not None:
-                try:
-                    new = self._load_map(prm.value)
-                except Exception as e:  # noqa: BLE001 - refuse the switch, keep the old map
-                    return SetParametersResult(successful=False,
-                                               reason=f'scene map rejected: {e}')
-                with self._lock:
-                    self.reloc = new
-                self.last_tf.clear()     # its frame may not exist in the new map
-                self.get_logger().info(f'switched to scene map {prm.value}')
-                if self.gate is not None:
-                    self.gate.reset()
-                self.map_gate.reset()
-            elif prm.name in ('min_inliers', 'max_reprojection_error') and self.reloc and \
-                    prm.value > 0:
-                self._set_map_setting(self.reloc, prm.name, prm.value)
-            elif prm.name == 'map_switch_frames':
-                self.map_gate.confirmations = int(prm.value)
-        return SetParametersResult(successful=True)
-
-    @staticmethod
-    def _set_map_setting(reloc, name, value):
-        """Override a gating setting of the map, or of every map of a site."""
-        for m in getattr(reloc, 'maps', [reloc]):
-            setattr(m.config, name, type(getattr(m.config, name))(value))
-
-    def _frame_of(self, reloc, map_name):
-        """Name the TF frame of a pose: global_frame_id, or a site map's own frame."""
-        frames = getattr(reloc, 'frame_ids', None)
-        if not frames:
-            return self.p('global_frame_id')
-        return frames.get(map_name) or next(iter(frames.values()))
 
     # ---------------------------------------------------------------- inputs
     def on_tf(self, msg, static=False):
@@ -398,68 +345,6 @@ class RelocNode(LifecycleNode):
                 if time.monotonic() >= deadline:
                     raise
             time.sleep(0.005)
-
-    # ---------------------------------------------------------------- diagnostics
-    def _set_status(self, level, message, values=None):
-        changed = self._status[:2] != (level, message)
-        self._status = (level, message, values or {})
-        if changed and level == 'error':
-            self.publish_diagnostics()
-
-    def _topic(self, name):
-        """Resolve one of the node's topic names (namespace and remaps applied)."""
-        try:
-            return self.resolve_topic_name(name)
-        except Exception:  # noqa: BLE001 - older rclpy: say the relative name
-            return name
-
-    def _silence(self):
-        """Return a warning when images stopped (or never came) while active, else ''."""
-        timeout = self.p('image_timeout')
-        if self.worker is None or timeout <= 0:
-            return ''
-        quiet = time.monotonic() - (self._last_image or self._activated_at)
-        if quiet < timeout:
-            return ''
-        topic = self._topic('image/compressed' if self.p('image_transport') == 'compressed'
-                            else 'image')
-        what = 'since activation' if self._last_image is None else 'for'
-        return (f'no image on {topic} {what} {quiet:.0f} s: check the topic (remap it to the '
-                f"camera) and that the camera's QoS matches qos_reliability="
-                f'{self.p("qos_reliability")}')
-
-    def publish_diagnostics(self):
-        level, message, values = self._status
-        silence = self._silence()
-        if silence:
-            level, message = 'warn', f'silent: {silence}'
-            self.get_logger().warning(silence, throttle_duration_sec=10.0)
-        w = self.worker
-        info = {'state': message.split(':')[0], **values, **self._counts,
-                'latency_s': round(self._last_latency, 4),
-                'dropped_frames': w.dropped if w else 0,
-                'processed_frames': w.processed if w else 0,
-                'scene_map': self.p('scene_map'), 'map': self.map_gate.current or '',
-                'last_fix_age_s': _rounded(self.last_tf.age_s(
-                    self.get_clock().now().nanoseconds))}
-        self.diag_pub.publish(messages.diagnostics_msg(
-            self.get_clock().now().to_msg(), self.get_name(), self.p('scene_map'), level,
-            message, info))
-
-    def _publish_scene_markers(self):
-        with self._lock:
-            reloc = self.reloc
-        if reloc is None:
-            return
-        current = self.map_gate.current
-        xyz = reloc.map_points(current)
-        self.marker_pub.publish(messages.scene_markers(
-            self.get_clock().now().to_msg(), self._frame_of(reloc, current), xyz,
-            self.p('max_marker_points')))
-
-
-def _rounded(value):
-    return 'never' if value is None else round(value, 3)
 
 
 def main(args=None):
