@@ -106,7 +106,7 @@ bench-site: setup
 	$(PY) bench/bench_site.py --data $(DATA_ROOT) --weights $(WEIGHTS) --out out/site
 
 retrieval-weights: corpus
-	$(TRAIN_RETRIEVAL) --out training/pretrained/retrieval-alike-n.safetensors
+	$(TRAIN_RETRIEVAL) --half --out training/pretrained/retrieval-alike-n.safetensors
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache

@@ -143,9 +143,14 @@ class RetrievalModel(nn.Module):
         return (self(g)[0].cpu().numpy().astype(np.float32),
                 self.patches(g)[0].flatten(0, 1).cpu().numpy().astype(np.float32))
 
-    def save(self, path, backbone, backbone_sha256, info=None):
-        """Write the model with its manifest (backbone it is for, how it was made)."""
-        tensors = {k: v.detach().cpu().numpy() for k, v in self.state_dict().items()}
+    def save(self, path, backbone, backbone_sha256, info=None, half=False):
+        """
+        Write the model with its manifest (backbone it is for, how it was made).
+
+        :param half: store float16 (half the size; loading casts back to float32).
+        """
+        tensors = {k: v.detach().cpu().numpy().astype(np.float16 if half else np.float32)
+                   for k, v in self.state_dict().items()}
         manifest = {'kind': 'scene_reloc.retrieval', 'config': asdict(self.cfg),
                     'backbone': {'name': backbone, 'weights_sha256': backbone_sha256},
                     'info': info or {}}

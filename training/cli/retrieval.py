@@ -70,6 +70,7 @@ def add_parsers(sub):
                    help='frame pairs per VOP step (split over torchrun processes)')
     p.add_argument('--patch-lr', type=float, default=t.patch_lr)
     p.add_argument('--seed', type=int, default=t.seed)
+    p.add_argument('--half', action='store_true', help='store float16 weights (half the size)')
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
     p.add_argument('--quiet', action='store_true')
 
@@ -119,7 +120,7 @@ def cmd_train_retrieval(a):
         torch.distributed.destroy_process_group()
     if rank > 0:
         return
-    model.save(a.out, a.backbone, ex.weights_sha256, info)
+    model.save(a.out, a.backbone, ex.weights_sha256, info, half=a.half)
     with open(a.out + '.json', 'w') as f:
         json.dump({'model': asdict(model_cfg), **info}, f, indent=2)
     print(json.dumps({'out': a.out, 'frames': len(data), 'seconds': info['seconds'],
