@@ -14,24 +14,19 @@
 
 from glob import glob
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 package_name = 'scene_reloc'
+# Every package under scene_reloc/ and training/ (installed as scene_reloc_training), found rather
+# than listed, so that a new subpackage cannot be left out of a colcon or pip install.
+PACKAGES = ([package_name] + [f'{package_name}.{p}' for p in find_packages(package_name)]
+            + ['scene_reloc_training']
+            + [f'scene_reloc_training.{p}' for p in find_packages('training')])
 
 setup(
     name=package_name,
     version='0.1.0',
-    packages=[
-        'scene_reloc',
-        'scene_reloc.backbones',
-        'scene_reloc.ros',
-        'scene_reloc.scene_models',
-        'scene_reloc_training',
-        'scene_reloc_training.cli',
-        'scene_reloc_training.data',
-        'scene_reloc_training.learn',
-        'scene_reloc_training.memorize',
-    ],
+    packages=PACKAGES,
     # The offline tooling lives in training/ and imports the core; it installs under a name of
     # its own so that nothing generic like "training" lands in site-packages.
     package_dir={'scene_reloc_training': 'training'},
