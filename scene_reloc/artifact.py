@@ -17,12 +17,19 @@ One-file artifacts: tensors in safetensors, everything else in a JSON manifest i
 
 Scene maps, retrieval models and sites are written this way. Loading never unpickles; a file
 that is missing, truncated, of another kind, of another format version or modified after it was
-written is refused with an error that says which and what to do.
+written is refused with an error that says which and what to do. Two checksums cover a file:
+``tensors_sha256`` in the manifest (tensor names, dtypes, shapes and bytes) and a SHA-256 of the
+manifest text itself, stored next to it in the header (``<key>_sha256``; files written before it
+existed have none and are read without it). The 8-byte header length is checked against a limit
+and the file size before anything is read, and safetensors checks every tensor's declared size
+against its byte range, so no header can make the loader allocate more than the file holds.
 """
 
 import hashlib
 import json
+import math
 import os
+import struct
 
 import numpy as np
 from safetensors import safe_open
@@ -47,8 +54,38 @@ def refuse_unknown_keys(cls, d, what):
         raise ValueError(f'unknown {what} settings {sorted(unknown)}; known: {sorted(known)}')
 
 
+def refuse_wrong_types(cls, d, what):
+    """
+    Raise ValueError naming the values of ``d`` whose type differs from the field's default.
+
+    For configurations read from files: a number must be a (finite) number, a string a string,
+    a flag a flag (ints pass for floats; fields without a plain default are not checked).
+    """
+    from dataclasses import fields, MISSING
+    wrong = []
+    for f in fields(cls):
+        if f.name not in d or f.default is MISSING or f.default is None:
+            continue
+        v, want = d[f.name], type(f.default)
+        if want is bool:
+            ok = isinstance(v, bool)
+        elif want in (int, float):
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and \
+                (want is float or isinstance(v, int)) and math.isfinite(v)
+        else:
+            ok = isinstance(v, want)
+        if not ok:
+            wrong.append(f'{f.name}={v!r} (want {want.__name__})')
+    if wrong:
+        raise ValueError(f'wrong {what} settings: {", ".join(wrong)}')
+
+
 class ArtifactError(ValueError):
     """An artifact file that cannot be used, and why."""
+
+
+MAX_HEADER_BYTES = 16 << 20
+"""Largest safetensors header (JSON) an artifact may have; a map's is a few kilobytes."""
 
 
 def tensors_sha256(tensors):
@@ -73,10 +110,45 @@ def save_artifact(path, tensors, manifest, key, version):
     manifest['tensors_sha256'] = tensors_sha256(tensors)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + '.tmp'
+    text = json.dumps(manifest)
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp,
-              metadata={key: json.dumps(manifest)})
+              metadata={key: text, key + '_sha256': _text_sha256(text)})
     os.replace(tmp, path)
     return os.path.getsize(path) / 1e6
+
+
+def read_header(path):
+    """Return the JSON header of a safetensors file (a dict), or None if it is not readable."""
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return None
+            n = struct.unpack('<Q', head)[0]
+            if n > MAX_HEADER_BYTES:
+                return None
+            header = json.loads(f.read(n))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def _text_sha256(text):
+    return hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()
+
+
+def _check_header_length(path, what, error):
+    """Refuse a file whose 8-byte header length is absurd, before safetensors reads it."""
+    size = os.path.getsize(path)
+    with open(path, 'rb') as f:
+        head = f.read(8)
+    if len(head) < 8:
+        raise error(f'{path} is not a readable safetensors file ({size} bytes: truncated or '
+                    f'not a {what})')
+    n = struct.unpack('<Q', head)[0]
+    if n > MAX_HEADER_BYTES or 8 + n > size:
+        raise error(f'{path} is not a readable safetensors file (truncated or not a {what}): '
+                    f'its header claims {n} bytes, the file has {size} bytes')
 
 
 def load_artifact(path, key, version, what, remake, validate=None, error=ArtifactError):
@@ -93,6 +165,8 @@ def load_artifact(path, key, version, what, remake, validate=None, error=Artifac
     """
     if not os.path.isfile(path):
         raise error(f'{what} not found: {path}')
+    _check_header_length(path, what, error)
+    again = remake.split(' (')[0]
     try:
         with safe_open(path, framework='numpy') as f:
             meta = f.metadata() or {}
@@ -102,9 +176,13 @@ def load_artifact(path, key, version, what, remake, validate=None, error=Artifac
                     f'{what}?): {e}') from e
     if key not in meta:
         raise error(f'{path} has no scene_reloc manifest: not a {what}')
+    want = meta.get(key + '_sha256')
+    if want is not None and _text_sha256(meta[key]) != want:
+        raise error(f'{path}: manifest checksum mismatch, the file was modified or corrupted '
+                    f'after it was written: {again}')
     try:
         manifest = json.loads(meta[key])
-    except json.JSONDecodeError as e:
+    except (ValueError, RecursionError) as e:
         raise error(f'{path}: the manifest is not valid JSON ({e})') from e
     if not isinstance(manifest, dict):
         raise error(f'{path}: the manifest is not a JSON object')
@@ -117,5 +195,5 @@ def load_artifact(path, key, version, what, remake, validate=None, error=Artifac
         raise error(f'{path}: {problem}')
     if tensors_sha256(tensors) != manifest.get('tensors_sha256'):
         raise error(f'{path}: tensor checksum mismatch, the file was modified or corrupted '
-                    'after it was written')
+                    f'after it was written: {again}')
     return manifest, tensors

@@ -30,10 +30,10 @@ import time
 
 import numpy as np
 
-from scene_reloc.artifact import refuse_unknown_keys
-from scene_reloc.backbones import FeatureExtractor
+from scene_reloc.artifact import refuse_unknown_keys, refuse_wrong_types
+from scene_reloc.backbones import BackboneError, FeatureExtractor
 from scene_reloc.pnp import PnPConfig, solve_pnp
-from scene_reloc.scene_map import load_scene_map
+from scene_reloc.scene_map import load_scene_map, SceneMapError
 from scene_reloc.scene_models import build_scene_model, FEATURES_KEYPOINTS
 from scene_reloc.weights import default_weights_path
 
@@ -45,6 +45,23 @@ RANSAC_FAILED = 'ransac_failed'
 TOO_FEW_INLIERS = 'too_few_inliers'
 REPROJECTION_TOO_HIGH = 'reprojection_error_too_high'
 DEGENERATE = 'degenerate_geometry'
+
+REMAKE = 'memorize the scene again (scene-reloc memorize)'
+# What building a model from a manifest that disagrees with its tensors raises.
+DAMAGED_FILE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError,
+                       RuntimeError, OverflowError)
+
+
+def with_path(exc, path):
+    """Return ``exc`` (a ValueError) with its message prefixed by the file it is about."""
+    if type(exc) is ValueError or isinstance(exc, (SceneMapError, BackboneError)):
+        return type(exc)(f'{path}: {exc}')
+    return exc
+
+
+def is_out_of_memory(exc):
+    """Whether ``exc`` is torch running out of (device) memory: not a damaged file."""
+    return type(exc).__name__ == 'OutOfMemoryError'
 
 
 @dataclass
@@ -87,9 +104,14 @@ class LocalizerConfig:
         """Build from a dict, refusing unknown keys (typos must not pass silently)."""
         d = dict(d or {})
         refuse_unknown_keys(cls, d, 'localizer')
+        refuse_wrong_types(cls, d, 'localizer')
         pnp = d.pop('pnp', {})
         if isinstance(pnp, dict):
+            refuse_unknown_keys(PnPConfig, pnp, 'pnp')
+            refuse_wrong_types(PnPConfig, pnp, 'pnp')
             pnp = PnPConfig(**pnp)
+        elif not isinstance(pnp, PnPConfig):
+            raise ValueError(f'pnp settings must be a dict, got {pnp!r}')
         cfg = cls(**d, pnp=pnp)
         if cfg.refinement not in ('keypoints', 'none'):
             raise ValueError(f'refinement must be keypoints or none, got {cfg.refinement!r}')
@@ -132,7 +154,11 @@ class Relocalizer:
                  extractor=None):
         self.manifest = manifest
         self.name = manifest.get('name')
-        bb = manifest['backbone']
+        bb = manifest.get('backbone')
+        if not isinstance(bb, dict) or not isinstance(bb.get('name'), str) or not all(
+                isinstance(bb.get(k) or '', str) for k in ('weights_sha256', 'weights_path')):
+            raise SceneMapError(f'the manifest of map {self.name!r} has no valid backbone '
+                                f'entry: the file is damaged or was edited; {REMAKE}')
         if extractor is None:
             weights = backbone_weights or find_weights(bb)
             extractor = FeatureExtractor(bb['name'], weights, device)
@@ -144,16 +170,34 @@ class Relocalizer:
                 f'backbone weights {weights} (sha256 {self.extractor.weights_sha256}) are not '
                 f'the ones this map was memorized with (sha256 {bb["weights_sha256"]}); pass '
                 'the right file with --backbone-weights')
-        self.scene_model = build_scene_model(manifest, tensors, self.extractor.device)
+        try:
+            self.scene_model = build_scene_model(manifest, tensors, self.extractor.device)
+            self.config = config or LocalizerConfig.from_dict(manifest.get('localizer', {}))
+        except DAMAGED_FILE_ERRORS as e:
+            if is_out_of_memory(e):
+                raise
+            # The checksums passed (or an old file has no manifest checksum): the manifest was
+            # edited and now disagrees with the tensors.
+            raise SceneMapError(f'map {self.name!r} does not match its own manifest '
+                                f'({type(e).__name__}: {e}): the file is damaged or was '
+                                f'edited; {REMAKE}') from e
         self._retrieval_tensors = {k: v for k, v in tensors.items() if k.startswith('retrieval.')}
         self._retrieval = None   # (model, database index), built when first needed
-        defaults = manifest.get('localizer', {})
-        self.config = config or LocalizerConfig.from_dict(defaults)
 
     @classmethod
     def from_file(cls, path, backbone_weights=None, device='auto', config=None):
+        """
+        Load a map file for queries.
+
+        :raises SceneMapError: the file is missing, damaged, edited or of another version.
+        :raises ValueError: the backbone weights it needs are missing or others (what to do is
+            in the message).
+        """
         manifest, tensors = load_scene_map(path)
-        return cls(manifest, tensors, backbone_weights, device, config)
+        try:
+            return cls(manifest, tensors, backbone_weights, device, config)
+        except ValueError as e:
+            raise with_path(e, path) from e
 
     @property
     def head_type(self):

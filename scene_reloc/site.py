@@ -36,24 +36,29 @@ import time
 import numpy as np
 import torch
 
-from scene_reloc.artifact import ArtifactError, load_artifact, save_artifact
+from scene_reloc.artifact import ArtifactError, load_artifact, read_header, save_artifact
 from scene_reloc.backbones import FeatureExtractor, sha256_of_file
 from scene_reloc.relocalizer import (
     BAD_INPUT,
+    DAMAGED_FILE_ERRORS,
     find_weights,
+    is_out_of_memory,
     prepare_query,
     Relocalizer,
     RelocResult,
+    with_path,
 )
 from scene_reloc.retrieval.database import FrameDatabase, model_sha256
 from scene_reloc.retrieval.index import GlobalIndex
 from scene_reloc.retrieval.model import RetrievalConfig, RetrievalModel
 from scene_reloc.retrieval.voting import overlap_votes
-from scene_reloc.scene_map import load_scene_map
+from scene_reloc.scene_map import load_scene_map, SceneMapError
+from scene_reloc.scene_models.base import build_with_weights
 
 SITE_KEY = 'scene_reloc_site'
 SITE_VERSION = 1
 NOT_IN_ANY_MAP = 'not_in_any_map'
+REWRITE = 'write it again with scene-reloc site'
 
 
 class SiteError(ArtifactError):
@@ -124,13 +129,9 @@ def write_site(out, map_paths, config=None):
 
 
 def is_site(path):
-    """Whether ``path`` is a site file (else it should be a map)."""
-    from safetensors import safe_open
-    try:
-        with safe_open(path, framework='numpy') as f:
-            return SITE_KEY in (f.metadata() or {})
-    except Exception:  # noqa: BLE001 - not readable: let the map loader say why
-        return False
+    """Whether ``path`` is a site file (else it should be a map), from its header alone."""
+    meta = (read_header(path) or {}).get('__metadata__')
+    return isinstance(meta, dict) and SITE_KEY in meta
 
 
 def open_localizer(path, backbone_weights=None, device='auto', site_config=None):
@@ -146,35 +147,59 @@ class SiteLocalizer:
     def __init__(self, manifest, tensors, site_dir, backbone_weights=None, device='auto',
                  config=None):
         self.manifest = manifest
-        self.config = config or SiteConfig(**manifest.get('config', {}))
-        bb = manifest['backbone']
+        try:
+            self.config = config or SiteConfig(**manifest.get('config', {}))
+            bb = manifest['backbone']
+            entries = [(e['name'], e['path'], e['sha256']) for e in manifest['maps']]
+            retrieval_cfg = RetrievalConfig.from_dict(manifest['retrieval']['config'])
+            retrieval_sha = manifest['retrieval']['sha256']
+            if not isinstance(bb['name'], str) or not all(
+                    isinstance(v, str) for e in entries for v in e) or not all(
+                    isinstance(bb.get(k) or '', str) for k in ('weights_sha256', 'weights_path')):
+                raise TypeError('names, paths and checksums must be strings')
+        except DAMAGED_FILE_ERRORS as e:
+            raise SiteError(f'the site manifest is damaged or was edited ({type(e).__name__}: '
+                            f'{e}): {REWRITE}') from e
         weights = backbone_weights or find_weights(bb)
         self.extractor = FeatureExtractor(bb['name'], weights, device)
         self.maps, self.databases = [], []
-        for entry in manifest['maps']:
-            path = os.path.join(site_dir, entry['path'])
+        for name, rel_path, sha256 in entries:
+            path = os.path.join(site_dir, rel_path)
             if not os.path.isfile(path):
-                raise SiteError(f'map {entry["name"]} is missing: {path}')
-            if sha256_of_file(path) != entry['sha256']:
-                raise SiteError(f'map {entry["name"]} ({path}) changed since the site was '
-                                'written: run scene-reloc site again')
+                raise SiteError(f'map {name} is missing: {path}')
+            if sha256_of_file(path) != sha256:
+                raise SiteError(f'map {name} ({path}) changed since the site was written: run '
+                                'scene-reloc site again')
             m_manifest, m_tensors = load_scene_map(path)
-            self.maps.append(Relocalizer(m_manifest, m_tensors, extractor=self.extractor))
+            try:
+                self.maps.append(Relocalizer(m_manifest, m_tensors, extractor=self.extractor))
+            except SceneMapError as e:
+                raise SceneMapError(f'{path}: {e}') from e
             self.databases.append(FrameDatabase(m_tensors))
-        cfg = RetrievalConfig.from_dict(manifest['retrieval']['config'])
-        self.retrieval = RetrievalModel(cfg)
-        self.retrieval.load_state_dict({k[6:]: torch.from_numpy(v.copy())
-                                        for k, v in tensors.items() if k.startswith('model.')})
+        state = {k[6:]: torch.from_numpy(v.copy()) for k, v in tensors.items()
+                 if k.startswith('model.')}
+        try:
+            self.retrieval = build_with_weights(lambda: RetrievalModel(retrieval_cfg), state,
+                                                'retrieval model')
+        except DAMAGED_FILE_ERRORS as e:
+            if is_out_of_memory(e):
+                raise
+            raise SiteError(f'the retrieval model in the site does not match its manifest '
+                            f'({type(e).__name__}: {e}): {REWRITE}') from e
         self.retrieval.eval().to(self.extractor.device)
-        if model_sha256(self.retrieval) != manifest['retrieval']['sha256']:
+        if model_sha256(self.retrieval) != retrieval_sha:
             raise SiteError('the retrieval model in the site is not the one its maps used')
         self.frame_map = tensors['index.map'].astype(np.int64)
         self.frame_index = tensors['index.frame'].astype(np.int64)
         glob = tensors['index.global']
         for i, db in enumerate(self.databases):
             mine = self.frame_map == i
-            if mine.sum() != len(db) or not np.allclose(glob[mine][self.frame_index[mine]],
-                                                        db.globals, atol=1e-6):
+            try:
+                same = mine.sum() == len(db) and np.allclose(
+                    glob[mine][self.frame_index[mine]], db.globals, atol=1e-6)
+            except (IndexError, ValueError):  # indices out of range, other dimensions
+                same = False
+            if not same:
                 raise SiteError(f'the site index does not match map {self.maps[i].name}: run '
                                 'scene-reloc site again')
         self.index = GlobalIndex(glob)
@@ -198,11 +223,15 @@ class SiteLocalizer:
             if len(tensors['index.map']) != n or len(tensors['index.frame']) != n:
                 return 'the index is inconsistent'
             return ''
-        manifest, tensors = load_artifact(path, SITE_KEY, SITE_VERSION, 'site',
-                                          'write it again with scene-reloc site', check,
-                                          SiteError)
-        return cls(manifest, tensors, os.path.dirname(os.path.abspath(path)), backbone_weights,
-                   device, config)
+        manifest, tensors = load_artifact(path, SITE_KEY, SITE_VERSION, 'site', REWRITE,
+                                          check, SiteError)
+        try:
+            return cls(manifest, tensors, os.path.dirname(os.path.abspath(path)),
+                       backbone_weights, device, config)
+        except SiteError as e:
+            raise SiteError(f'{path}: {e}') from e
+        except ValueError as e:
+            raise with_path(e, path) from e
 
     def rank_maps(self, features):
         """

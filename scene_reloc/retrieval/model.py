@@ -29,7 +29,13 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from scene_reloc.artifact import ArtifactError, load_artifact, refuse_unknown_keys, save_artifact
+from scene_reloc.artifact import (
+    ArtifactError,
+    load_artifact,
+    refuse_unknown_keys,
+    refuse_wrong_types,
+    save_artifact,
+)
 from scene_reloc.retrieval.aggregation import GeM, MeanPool, NetVLAD, Whitening
 
 KEY = 'scene_reloc_retrieval'
@@ -62,6 +68,7 @@ class RetrievalConfig:
     @classmethod
     def from_dict(cls, d):
         refuse_unknown_keys(cls, d, 'retrieval')
+        refuse_wrong_types(cls, d, 'retrieval')
         cfg = cls(**d)
         if cfg.aggregator not in AGGREGATORS:
             raise ValueError(f'aggregator must be one of {AGGREGATORS}, got {cfg.aggregator!r}')

@@ -26,6 +26,30 @@ FEATURES_GRID = 'grid'
 """The 1/8 grid descriptors alone (no keypoint detection)."""
 
 
+def build_with_weights(make, state, what):
+    """
+    Build a module with ``make()`` and load ``state`` into it, checking shapes first.
+
+    The module is first built on the meta device (no memory), so a configuration read from a
+    file that disagrees with the weights stored with it (``k1`` edited to 2**40, say) is refused
+    before anything of its size is allocated.
+
+    :raises ValueError: the weights' names or shapes differ from what the configuration makes.
+    """
+    with torch.device('meta'):
+        probe = make()
+    want = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if want != got:
+        diff = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))[:3]
+        raise ValueError(f'the {what} configuration does not match its weights: '
+                         + ', '.join(f'{k} is {got.get(k)}, the configuration makes {want.get(k)}'
+                                     for k in diff))
+    module = make()
+    module.load_state_dict(state)
+    return module
+
+
 @dataclass
 class Correspondences:
     """2D-3D correspondences of one image (float64 numpy arrays)."""

@@ -26,6 +26,7 @@ import torch
 
 from scene_reloc.landmark_head import LandmarkDetector, LandmarkHeadConfig
 from scene_reloc.scene_models.base import (
+    build_with_weights,
     Correspondences,
     FEATURES_GRID,
     FEATURES_KEYPOINTS,
@@ -42,8 +43,17 @@ class LandmarkDetectorModel(SceneModel):
     def __init__(self, manifest, tensors, device):
         super().__init__(manifest, tensors, device)
         dev = self.device
-        self.head = LandmarkDetector(LandmarkHeadConfig(**manifest['head']['config']))
-        self.head.load_state_dict(self.head_state(tensors))
+        cfg = LandmarkHeadConfig(**manifest['head']['config'])
+        state = self.head_state(tensors)
+        # One module per head: check their number before building them (meta tensors cost
+        # nothing, but a million modules do).
+        heads = len({k.split('.')[1] for k in state if k.startswith('heads.')})
+        if cfg.landmarks_per_head < 1 or cfg.num_landmarks < 1 or \
+                -(-cfg.num_landmarks // cfg.landmarks_per_head) != heads:
+            raise ValueError(f'the landmark head configuration ({cfg.num_landmarks} landmarks, '
+                             f'{cfg.landmarks_per_head} per head) does not match its weights '
+                             f'({heads} heads)')
+        self.head = build_with_weights(lambda: LandmarkDetector(cfg), state, 'landmark head')
         self.head.eval().to(dev)
         self.points_xyz = torch.from_numpy(tensors['landmarks.xyz']).to(dev)
         desc = tensors.get('landmarks.desc')

@@ -28,7 +28,12 @@ import torch
 from scene_reloc.backbones import grid_centres
 from scene_reloc.partition import HierarchicalPartition
 from scene_reloc.region_head import RegionClassifier, RegionHeadConfig
-from scene_reloc.scene_models.base import Correspondences, FEATURES_KEYPOINTS, SceneModel
+from scene_reloc.scene_models.base import (
+    build_with_weights,
+    Correspondences,
+    FEATURES_KEYPOINTS,
+    SceneModel,
+)
 
 
 class RegionClassifierModel(SceneModel):
@@ -42,8 +47,8 @@ class RegionClassifierModel(SceneModel):
         super().__init__(manifest, tensors, device)
         dev = self.device
         head_cfg = RegionHeadConfig(**manifest['head']['config'])
-        self.head = RegionClassifier(head_cfg)
-        self.head.load_state_dict(self.head_state(tensors))
+        self.head = build_with_weights(lambda: RegionClassifier(head_cfg),
+                                       self.head_state(tensors), 'region head')
         self.head.eval().to(dev)
         self.partition = HierarchicalPartition.from_tensors(tensors, head_cfg.k2)
         self.leaf_centres = torch.from_numpy(self.partition.leaf_centres).to(dev)
