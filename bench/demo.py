@@ -110,6 +110,7 @@ def site_demo(out, seed, scene, scene_map):
 
 def robot_loop(scene_map, bag, csv_path):
     """Run the node in its own process, play the bag from another, record the poses here."""
+    from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseWithCovarianceStamped
     import rclpy
 
@@ -133,6 +134,9 @@ def robot_loop(scene_map, bag, csv_path):
     lst = rclpy.create_node('demo_recorder')
     poses = []
     lst.create_subscription(PoseWithCovarianceStamped, '/reloc_node/pose', poses.append, 10)
+    counts = {}
+    lst.create_subscription(DiagnosticArray, '/diagnostics', lambda m: counts.update(
+        {kv.key: kv.value for st in m.status for kv in st.values}), 10)
     try:
         print(f'$ scene-reloc play --bag {bag} --wait 60', flush=True)
         play = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), 'scene-reloc'),
@@ -144,6 +148,7 @@ def robot_loop(scene_map, bag, csv_path):
         while time.time() < end:
             rclpy.spin_once(lst, timeout_sec=0.1)
     finally:
+        accounting = _accounting(counts, len(gt))
         node.send_signal(2)
         node.wait(20)
         lst.destroy_node()
@@ -162,6 +167,20 @@ def robot_loop(scene_map, bag, csv_path):
     print(f'\nrobot loop: the node published {len(poses)} poses for {len(gt)} images over DDS, '
           f'median {np.nanmedian(e[:, 0]) * 100:.2f} cm / {np.nanmedian(e[:, 1]):.2f} deg '
           f'from the ground truth; recorded in {os.path.abspath(csv_path)}')
+    print(accounting)
+
+
+def _accounting(c, sent):
+    """Say where every image went, from the node's own counters on /diagnostics."""
+    if 'received' not in c:
+        return 'the node published no diagnostics: no accounting'
+    n = {k: int(c.get(k, 0)) for k in ('received', 'localized', 'rejected', 'dropped_frames',
+                                       'bad_input', 'rate_limited', 'failed')}
+    return (f'  of {sent} images sent: {n["received"]} reached the node, {n["localized"]} '
+            f'localized, {n["dropped_frames"]} dropped by the keep-latest worker (busy with a '
+            f'newer frame), {n["rejected"]} rejected with a reason on /diagnostics, '
+            f'{n["bad_input"]} bad input, {n["rate_limited"]} rate-limited, {n["failed"]} '
+            f'failed')
 
 
 if __name__ == '__main__':

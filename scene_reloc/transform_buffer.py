@@ -134,6 +134,11 @@ class TransformBuffer:
                 edge = self._edges[child] = _Edge(parent, static)
             edge.insert(int(stamp_ns), T, self._cache_ns)
 
+    def clear(self, static=False):
+        """Forget the dynamic transforms (time jumped back), and the static ones if asked."""
+        with self._lock:
+            self._edges = {c: e for c, e in self._edges.items() if e.static and not static}
+
     def frames(self):
         """All frames the buffer has heard of."""
         with self._lock:

@@ -23,7 +23,7 @@ from lifecycle_msgs.srv import ChangeState, GetState
 import numpy as np
 import pytest
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import GetParameters, SetParameters
 from ros_harness import Listener, ros_env, start_node, stop
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -171,6 +171,11 @@ def _set(listener, name, value):
     return call(listener, SetParameters, '/reloc_node/set_parameters', req).results[0]
 
 
+def _get(listener, name):
+    req = GetParameters.Request(names=[name])
+    return call(listener, GetParameters, '/reloc_node/get_parameters', req).values[0].string_value
+
+
 def test_lifecycle_and_parameter_rejection(small_map, listener, tmp_path):
     node = start_node(ros_env(DOMAIN), {'scene_map': small_map[0], 'device': 'cpu'},
                       tmp_path / 'node.log')
@@ -181,10 +186,18 @@ def test_lifecycle_and_parameter_rejection(small_map, listener, tmp_path):
         assert state.current_state.label == 'active'
         r = _set(listener, 'publish_mode', 'map_to_base')
         assert not r.successful and 'map_to_odom' in r.reason
+        # A damaged map passes the cheap checks, fails in the background load: the old map
+        # stays, the parameter is put back, /diagnostics says why.
         truncated = tmp_path / 'truncated.map'
         truncated.write_bytes(open(small_map[0], 'rb').read()[:5000])
         r = _set(listener, 'scene_map', str(truncated))
-        assert not r.successful and 'scene map rejected' in r.reason
+        assert r.successful, r.reason
+        assert listener.wait_for(lambda: any('scene map' in m and 'rejected' in m and
+                                             'still on' in m for m in
+                                             listener.diag_messages()), 30)
+        assert listener.wait_for(lambda: _get(listener, 'scene_map') == small_map[0], 10)
+        r = _set(listener, 'scene_map', str(tmp_path / 'nope.map'))   # refused at once
+        assert not r.successful and 'not found' in r.reason
         req = ChangeState.Request()
         req.transition.label = 'deactivate'
         assert call(listener, ChangeState, '/reloc_node/change_state', req).success

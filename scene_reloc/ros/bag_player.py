@@ -49,12 +49,14 @@ def _latched(conn):
 
 
 def play(bag, rate=1.0, clock=False, loop=False, topics=None, node_name='scene_reloc_player',
-         wait_for_subscribers=0.0, log=print):
+         wait_for_subscribers=0.0, log=print, remap=None, duration=0.0):
     """
     Play ``bag``; returns the number of messages published. Needs ``rclpy.init()`` done.
 
     :param rate: playback speed factor.
     :param topics: only these topics (default: all).
+    :param remap: {bag topic: published topic}, e.g. {'/tf': '/robot1/tf'}.
+    :param duration: with ``loop``, stop after this many seconds (0: never).
     :param wait_for_subscribers: seconds to wait, before playing, for a first subscriber to any
         topic (then one more second for the others to be discovered); 0: do not wait.
     """
@@ -74,7 +76,8 @@ def play(bag, rate=1.0, clock=False, loop=False, topics=None, node_name='scene_r
                                  reliability=ReliabilityPolicy.RELIABLE,
                                  durability=DurabilityPolicy.TRANSIENT_LOCAL if latched
                                  else DurabilityPolicy.VOLATILE)
-                pubs[c.id] = node.create_publisher(message_class(c.msgtype), c.topic, qos)
+                pubs[c.id] = node.create_publisher(message_class(c.msgtype),
+                                                   (remap or {}).get(c.topic, c.topic), qos)
             clock_pub = node.create_publisher(Clock, '/clock', 10) if clock else None
             # Wait for a first subscriber, then a second for the rest of discovery: a bag
             # usually carries topics nobody listens to (depth, ground truth).
@@ -84,9 +87,10 @@ def play(bag, rate=1.0, clock=False, loop=False, topics=None, node_name='scene_r
                 time.sleep(0.05)
             if wait_for_subscribers:
                 time.sleep(1.0)
+            start = time.monotonic()
             while True:
                 count += _play_once(reader, conns, pubs, clock_pub, rate)
-                if not loop:
+                if not loop or (duration and time.monotonic() - start >= duration):
                     break
                 log(f'{bag}: looping')
     finally:

@@ -43,8 +43,8 @@ class NodeStatus:
     def _silence(self):
         """Return a warning when images stopped (or never came) while active, else ''."""
         timeout = self.p('image_timeout')
-        if self.worker is None or timeout <= 0:
-            return ''
+        if self.worker is None or not self._subs or timeout <= 0:
+            return ''   # inactive, or idle in on_request mode: silence is expected
         quiet = time.monotonic() - (self._last_image or self._activated_at)
         if quiet < timeout:
             return ''
@@ -66,12 +66,17 @@ class NodeStatus:
                 'latency_s': round(self._last_latency, 4),
                 'dropped_frames': w.dropped if w else 0,
                 'processed_frames': w.processed if w else 0,
-                'scene_map': self.p('scene_map'), 'map': self.map_gate.current or '',
+                'scene_map': self._map_path or self.p('scene_map'),
+                'map': self.map_gate.current or '', 'localized': self.localized,
+                'loading': self._loading is not None and self._loading.is_alive(),
+                'requested': self._request_until is not None,
+                'handoff': getattr(self, '_handoff_result', '') if self._handoff is None
+                else f'sent {self._handoff["attempts"]}x, waiting for amcl_pose',
                 'last_fix_age_s': _rounded(self.last_tf.age_s(
                     self.get_clock().now().nanoseconds))}
         self.diag_pub.publish(messages.diagnostics_msg(
-            self.get_clock().now().to_msg(), self.get_name(), self.p('scene_map'), level,
-            message, info))
+            self.get_clock().now().to_msg(), self.get_fully_qualified_name(),
+            self._map_path or self.p('scene_map'), level, message, info))
 
     def _publish_scene_markers(self):
         with self._lock:

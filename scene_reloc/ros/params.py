@@ -24,6 +24,10 @@ NODE_NAME = 'reloc_node'
 PARAMETERS = {
     'scene_map': ('', 'scene map file (scene-reloc memorize) or site file (scene-reloc site); '
                       'can be switched at runtime, the new one is validated first'),
+    'map_root': ('', 'if set, scene_map (relative paths: inside it) and the maps of a site must '
+                     'lie in this folder; others are refused before they are read'),
+    'max_map_mb': (1024.0, 'map or site files larger than this (MB, each file) are refused '
+                           'before they are read; 0: no limit'),
     'map_switch_frames': (3, 'site: consecutive frames that must place the camera in another '
                              'map before the node follows it'),
     'backbone_weights': ('', 'backbone weights file, only if the one recorded in the map moved'),
@@ -54,6 +58,25 @@ PARAMETERS = {
     'max_rate': (0.0, 'process at most this many frames per second (0: as fast as possible)'),
     'image_timeout': (5.0, 'seconds without an image (while active) before /diagnostics warns, '
                            'naming the topic and the QoS to check; 0: never'),
+    'mode': ('continuous', 'continuous (every frame, rate-limited by max_rate) | on_request '
+                           '(the camera is subscribed only from ~/relocalize or a pose hint '
+                           'until a fix or request_timeout; idle otherwise)'),
+    'request_timeout': (10.0, 'on_request: seconds a request keeps trying without a fix'),
+    'lost_timeout': (10.0, 'seconds without an accepted fix after which ~/localized turns '
+                           'false; 0: never'),
+    'latch_pose': (False, '~/pose as transient local (a late joiner gets the last pose)'),
+    'publish_initial_pose': (False, 'hand off to AMCL: on lost -> localized and after '
+                                    '~/relocalize, send the base pose on initialpose until '
+                                    'amcl_pose agrees (needs base_frame_id)'),
+    'initial_pose_retries': (5, 'hand-off: initialpose messages sent at most per hand-off'),
+    'initial_pose_retry_period': (1.0, 'hand-off: seconds between initialpose messages'),
+    'handoff_max_translation': (0.25, 'hand-off: amcl_pose within this distance (m) agrees'),
+    'handoff_max_yaw': (10.0, 'hand-off: amcl_pose within this yaw (deg) agrees'),
+    'use_pose_hint': (True, "take others' initialpose (rviz 2D Pose Estimate) as a prior: a "
+                            'fix outside its covariance is held back unless confirmed'),
+    'hint_confirmations': (3, 'pose hint: consecutive agreeing fixes that overrule the hint'),
+    'time_jump_threshold': (1.0, 'seconds /tf, images or the clock may go back before the node '
+                                 'treats it as a time jump (bag loop) and clears its buffers'),
     'consistency_check': (False, 'reject a map->odom jump that odometry says did not happen'),
     'max_jump_translation': (0.5, 'consistency check: largest accepted map->odom change (m)'),
     'max_jump_rotation': (15.0, 'consistency check: largest accepted map->odom change (deg)'),
@@ -69,6 +92,7 @@ _CHOICES = {
     'image_transport': ('raw', 'compressed'),
     'qos_reliability': ('best_effort', 'reliable'),
     'publish_mode': ('map_to_odom', 'map_to_camera'),
+    'mode': ('continuous', 'on_request'),
 }
 
 _MINIMA = {
@@ -84,6 +108,15 @@ _MINIMA = {
     'max_jump_rotation': (0.0, 'not negative'),
     'jump_confirmations': (1, 'at least 1'),
     'map_switch_frames': (1, 'at least 1'),
+    'max_map_mb': (0.0, 'not negative'),
+    'request_timeout': (1e-3, 'positive'),
+    'lost_timeout': (0.0, 'not negative'),
+    'initial_pose_retries': (1, 'at least 1'),
+    'initial_pose_retry_period': (1e-3, 'positive'),
+    'handoff_max_translation': (0.0, 'not negative'),
+    'handoff_max_yaw': (0.0, 'not negative'),
+    'hint_confirmations': (1, 'at least 1'),
+    'time_jump_threshold': (1e-3, 'positive'),
     'max_marker_points': (0, 'not negative'),
     'diagnostics_period': (1e-3, 'positive'),
 }

@@ -22,6 +22,13 @@ cleanup releases the model. With ``autostart`` (default) it configures and activ
 Inference runs in a keep-latest worker: the newest frame is processed, older ones are dropped
 and counted. A pose is published (``~/pose``, TF ``map->odom`` or ``map->camera``) only when the
 core says it localized and the gates pass; everything else goes to /diagnostics and the log.
+Every image is accounted for on /diagnostics: ``received = rate_limited + (bad_input -
+undecodable) + dropped_frames + processed_frames`` (+ one in flight) and ``processed_frames =
+localized + rejected + undecodable + failed``.
+
+Time may jump back (a bag looped with ``use_sim_time``): a clock jump, or /tf or image stamps
+going back by more than ``time_jump_threshold``, clears the transform buffer, the gates and the
+last fix instead of leaving them wedged on the old timeline.
 """
 
 import threading
@@ -31,11 +38,14 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from rcl_interfaces.msg import ParameterDescriptor
 import rclpy
+from rclpy.clock import Clock, ClockType, JumpThreshold
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
@@ -57,13 +67,14 @@ from scene_reloc.ros.conversions import (
 )
 from scene_reloc.ros.keep_latest import KeepLatestWorker
 from scene_reloc.ros.last_transform import LastTransform
+from scene_reloc.ros.node_handoff import LATCHED, NodeHandoff
 from scene_reloc.ros.node_maps import NodeMaps
 from scene_reloc.ros.node_status import NodeStatus
 from scene_reloc.ros.params import NODE_NAME, PARAMETERS
 from scene_reloc.transform_buffer import ExtrapolationError, TransformBuffer, TransformError
 
 
-class RelocNode(NodeMaps, NodeStatus, LifecycleNode):
+class RelocNode(NodeMaps, NodeStatus, NodeHandoff, LifecycleNode):
 
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
@@ -84,7 +95,14 @@ class RelocNode(NodeMaps, NodeStatus, LifecycleNode):
         self._held = None   # newest image that came before any CameraInfo
         self._last_processed = 0.0
         self._status = ('error', 'unconfigured: no scene map loaded', {})
-        self._counts = {'received': 0, 'localized': 0, 'rejected': 0, 'bad_input': 0}
+        self._counts = {'received': 0, 'localized': 0, 'rejected': 0, 'bad_input': 0,
+                        'bad_camera_info': 0, 'bad_hints': 0, 'rate_limited': 0,
+                        'undecodable': 0, 'failed': 0, 'time_jumps': 0}
+        self._map_path = self._map_param = ''
+        self._loading = None            # background map load in progress (a thread)
+        self._reverting = False
+        self._newest_tf_ns = {}       # child frame -> newest stamp seen on /tf
+        self._newest_image_ns = 0
         self._last_latency = float('nan')
         self._last_image = None
         self._activated_at = time.monotonic()
@@ -100,8 +118,17 @@ class RelocNode(NodeMaps, NodeStatus, LifecycleNode):
         ]
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.tf_pub = self.create_publisher(TFMessage, '/tf', 100)
-        self.diag_timer = self.create_timer(self.p('diagnostics_period'), self.publish_diagnostics)
+        # Diagnostics and housekeeping run on the steady clock: with use_sim_time and no
+        # /clock (a paused bag) the node must still say what it is waiting for.
+        self.steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.diag_timer = self.create_timer(self.p('diagnostics_period'), self.publish_diagnostics,
+                                            clock=self.steady)
         self.srv = self.create_service(Trigger, '~/relocalize', self.on_relocalize)
+        self._init_handoff()
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(
+                seconds=-self.p('time_jump_threshold')), on_clock_change=False),
+            post_callback=lambda jump: self._time_jumped('the clock jumped back'))
 
     def p(self, name):
         return self.get_parameter(name).value
@@ -109,12 +136,19 @@ class RelocNode(NodeMaps, NodeStatus, LifecycleNode):
     # ---------------------------------------------------------------- lifecycle
     def on_configure(self, state):
         try:
-            self.reloc = self._load_map(self.p('scene_map'))
+            if self.p('publish_initial_pose') and not self.p('base_frame_id'):
+                raise ValueError('publish_initial_pose needs base_frame_id (AMCL takes the '
+                                 "robot base's pose, e.g. base_link)")
+            path = self._checked_path(self.p('scene_map'))
+            self.reloc = self._load_map(path)
+            self._map_path, self._map_param = path, self.p('scene_map')
         except Exception as e:  # noqa: BLE001 - any load failure is reported, not raised
             self._set_status('error', f'no map: {e}')
             self.get_logger().error(f'configure failed: {e}')
             return TransitionCallbackReturn.FAILURE
-        self.pose_pub = self.create_lifecycle_publisher(PoseWithCovarianceStamped, '~/pose', 10)
+        self.pose_pub = self.create_lifecycle_publisher(
+            PoseWithCovarianceStamped, '~/pose', LATCHED if self.p('latch_pose') else 10)
+        self.localized_pub = self.create_lifecycle_publisher(Bool, '~/localized', LATCHED)
         self.marker_pub = self.create_lifecycle_publisher(MarkerArray, '~/markers', QoSProfile(
             depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
             reliability=ReliabilityPolicy.RELIABLE))
@@ -128,10 +162,24 @@ class RelocNode(NodeMaps, NodeStatus, LifecycleNode):
 
     def on_activate(self, state):
         self.worker = KeepLatestWorker(self.process_frame, self.on_worker_error, 'reloc-worker')
-        depth = self.p('qos_depth')
+        if self.p('mode') == 'continuous':
+            self._subscribe_camera()
+        if self.p('tf_publish_rate') > 0:
+            self.tf_timer = self.create_timer(1.0 / self.p('tf_publish_rate'), self.on_tf_timer)
+        self._activated_at, self._last_image = time.monotonic(), None
+        self._set_status('warn', 'active, waiting for images' if self._subs else
+                         'idle: waiting for ~/relocalize or a pose hint')
+        result = super().on_activate(state)
+        self.localized = None   # publish the state once, whatever it is
+        self._set_localized(False)
+        if self.p('publish_markers'):
+            self._publish_scene_markers()
+        return result
+
+    def _subscribe_camera(self):
         rel = (ReliabilityPolicy.RELIABLE if self.p('qos_reliability') == 'reliable'
                else ReliabilityPolicy.BEST_EFFORT)
-        qos = QoSProfile(depth=depth, reliability=rel)
+        qos = QoSProfile(depth=self.p('qos_depth'), reliability=rel)
         if self.p('image_transport') == 'compressed':
             self._subs.append(self.create_subscription(
                 CompressedImage, 'image/compressed', self.on_compressed, qos))
@@ -139,22 +187,19 @@ class RelocNode(NodeMaps, NodeStatus, LifecycleNode):
             self._subs.append(self.create_subscription(Image, 'image', self.on_image, qos))
         self._subs.append(self.create_subscription(CameraInfo, 'camera_info',
                                                    self.on_camera_info, qos))
-        if self.p('tf_publish_rate') > 0:
-            self.tf_timer = self.create_timer(1.0 / self.p('tf_publish_rate'), self.on_tf_timer)
         self._activated_at, self._last_image = time.monotonic(), None
-        self._set_status('warn', 'active, waiting for images')
-        result = super().on_activate(state)
-        if self.p('publish_markers'):
-            self._publish_scene_markers()
-        return result
+
+    def _unsubscribe_camera(self):
+        for s in self._subs:
+            self.destroy_subscription(s)
+        self._subs = []
 
     def on_deactivate(self, state):
         if self.tf_timer is not None:
             self.destroy_timer(self.tf_timer)
             self.tf_timer = None
-        for s in self._subs:
-            self.destroy_subscription(s)
-        self._subs = []
+        self._unsubscribe_camera()
+        self._request_until = None
         if self.worker is not None:
             self.worker.stop()
             self.worker = None
@@ -164,6 +209,10 @@ class RelocNode(NodeMaps, NodeStatus, LifecycleNode):
     def on_cleanup(self, state):
         self.destroy_lifecycle_publisher(self.pose_pub)
         self.destroy_lifecycle_publisher(self.marker_pub)
+        self.destroy_lifecycle_publisher(self.localized_pub)
+        self.localized_pub = None
+        self._reset_handoff()
+        self.last_tf.clear()
         with self._lock:
             self.reloc = None
         self._set_status('error', 'unconfigured: no scene map loaded')
@@ -179,8 +228,17 @@ class RelocNode(NodeMaps, NodeStatus, LifecycleNode):
     def on_tf(self, msg, static=False):
         for t in msg.transforms:
             try:
-                self.tf_buffer.set_transform(t.header.frame_id, t.child_frame_id,
-                                             stamp_to_ns(t.header.stamp),
+                ns = stamp_to_ns(t.header.stamp)
+                if not static and t.header.frame_id.lstrip('/') not in self._map_frames():
+                    # Per edge: edges are published by different nodes on different clocks
+                    # (the map TF is ours, republished at now + transform_tolerance).
+                    child = t.child_frame_id.lstrip('/')
+                    newest = self._newest_tf_ns.get(child, 0)
+                    if self._went_back(ns, newest):
+                        self._time_jumped(f'/tf {t.header.frame_id} -> {child} went back from '
+                                          f'{newest * 1e-9:.3f} to {ns * 1e-9:.3f} s')
+                    self._newest_tf_ns[child] = max(self._newest_tf_ns.get(child, 0), ns)
+                self.tf_buffer.set_transform(t.header.frame_id, t.child_frame_id, ns,
                                              transform_to_matrix(t.transform), static)
             except ValueError as e:
                 self.get_logger().warning(f'ignored transform: {e}', throttle_duration_sec=5.0)
@@ -193,7 +251,7 @@ class RelocNode(NodeMaps, NodeStatus, LifecycleNode):
             self.camera = CameraModel(msg)
         except InputError as e:
             self.camera = None
-            self._bad_input(str(e))
+            self._bad_input(str(e), 'bad_camera_info')
             return
         held, self._held = self._held, None
         # An image that arrived just before its CameraInfo (separate subscriptions race).
@@ -208,19 +266,42 @@ class RelocNode(NodeMaps, NodeStatus, LifecycleNode):
         self._on_frame(msg, compressed_to_rgb)
 
     def on_relocalize(self, request, response):
-        self._force_next = True
         response.success = self.worker is not None
+        if response.success:
+            self.request('~/relocalize')
         response.message = ('the next frame will be processed' if response.success
                             else 'not active: configure and activate the node first')
         return response
+
+    def _went_back(self, ns, newest):
+        return newest > 0 and ns < newest - self.p('time_jump_threshold') * 1e9
+
+    def _time_jumped(self, why):
+        """Forget everything tied to the old timeline: transforms, gates, the last fix."""
+        self._counts['time_jumps'] += 1
+        self._newest_tf_ns, self._newest_image_ns = {}, 0
+        self.tf_buffer.clear()
+        self.last_tf.clear()
+        if self.gate is not None:
+            self.gate.reset()
+        self._reset_handoff()
+        self.get_logger().warning(f'time jumped back ({why}): transform buffer, gates and '
+                                  'the last fix cleared')
+        self._set_status('warn', f'time jumped back: {why}; buffers cleared')
 
     def _on_frame(self, msg, decode):
         self._counts['received'] += 1
         self._last_image = time.monotonic()
         try:
+            ns = stamp_to_ns(msg.header.stamp)
+            if self._went_back(ns, self._newest_image_ns):
+                self._time_jumped(f'image stamps went back from '
+                                  f'{self._newest_image_ns * 1e-9:.3f} to {ns * 1e-9:.3f} s')
+            self._newest_image_ns = max(self._newest_image_ns, ns)
             max_rate = self.p('max_rate')
             now = time.monotonic()
             if max_rate > 0 and not self._force_next and now - self._last_processed < 1 / max_rate:
+                self._counts['rate_limited'] += 1
                 return
             if self.camera is None:
                 self._held = (msg, decode)
@@ -237,13 +318,14 @@ class RelocNode(NodeMaps, NodeStatus, LifecycleNode):
         except Exception as e:  # noqa: BLE001 - a callback must never end spin()
             self._bad_input(f'unexpected error on an incoming image: {e!r}')
 
-    def _bad_input(self, why):
-        self._counts['bad_input'] += 1
+    def _bad_input(self, why, counter='bad_input'):
+        self._counts[counter] += 1
         self._set_status('error', f'bad input: {why}')
         self.get_logger().warning(f'bad input: {why}', throttle_duration_sec=2.0)
 
     # ---------------------------------------------------------------- processing
     def on_worker_error(self, item, exc):
+        self._counts['failed'] += 1
         self._set_status('error', f'processing failed: {exc!r}')
         self.get_logger().error(f'processing failed: {exc!r}')
 
@@ -254,11 +336,13 @@ class RelocNode(NodeMaps, NodeStatus, LifecycleNode):
         try:
             image, K = camera.prepare(decode(msg))
         except InputError as e:
+            self._counts['undecodable'] += 1
             self._bad_input(str(e))
             return
         with self._lock:
             reloc = self.reloc
         if reloc is None:
+            self._counts['rejected'] += 1
             return
         res = reloc.localize(image, K)
         self._last_latency = time.perf_counter() - t0
@@ -291,36 +375,44 @@ class RelocNode(NodeMaps, NodeStatus, LifecycleNode):
 
     def _publish(self, res, stamp_ns, stamp, camera_frame, values, gmap):
         map_from_cam, cov = res.world_from_cam, res.covariance
-        tf_stamp = messages.ns_to_time(stamp_ns + int(self.p('transform_tolerance') * 1e9))
+        body, body_T, body_cov = camera_frame, map_from_cam, cov
+        if self.p('base_frame_id'):
+            body = self.p('base_frame_id')
+            cam_from_base = self._wait_for_transform(camera_frame, body, stamp_ns)
+            body_T = map_from_cam @ cam_from_base
+            body_cov = covariance_to_body(map_from_cam, cov, cam_from_base)
+        m_from_o = None
         if self.p('publish_mode') == 'map_to_odom':
             odom = self.p('odom_frame_id')
             odom_from_cam = self._wait_for_transform(odom, camera_frame, stamp_ns)
             m_from_o = map_from_odom(map_from_cam, odom_from_cam)
-            if self.p('consistency_check'):
-                ok, why = self.gate.check(m_from_o)
-                if not ok:
-                    self._counts['rejected'] += 1
-                    self._set_status('warn', f'rejected: {why}', values)
-                    return
-            tf = messages.tf_msg(tf_stamp, gmap, odom, m_from_o)
-            self.last_tf.set(gmap, odom, m_from_o, stamp_ns)
+        checks = [lambda: self._gate_by_hint(body_T, m_from_o)]
+        if m_from_o is not None and self.p('consistency_check'):
+            checks.insert(0, lambda: self.gate.check(m_from_o))
+        for check in checks:
+            ok, why = check()
+            if not ok:
+                self._counts['rejected'] += 1
+                self._set_status('warn', f'rejected: {why}', values)
+                self.get_logger().info(f'fix held back: {why}', throttle_duration_sec=1.0)
+                return
+            if why:
+                self.get_logger().info(why)
+        if m_from_o is not None:
+            parent_from_child, child = m_from_o, self.p('odom_frame_id')
         else:
-            tf = messages.tf_msg(tf_stamp, gmap, camera_frame, map_from_cam)
-            self.last_tf.set(gmap, camera_frame, map_from_cam, stamp_ns)
-        body, body_T, body_cov = camera_frame, map_from_cam, cov
-        if self.p('base_frame_id'):
-            body = self.p('base_frame_id')
-            cam_from_base = self.tf_buffer.lookup(camera_frame, body, stamp_ns)
-            body_T = map_from_cam @ cam_from_base
-            body_cov = covariance_to_body(map_from_cam, cov, cam_from_base)
+            parent_from_child, child = map_from_cam, camera_frame
+        self.last_tf.set(gmap, child, parent_from_child, stamp_ns)
         if self.p('publish_tf'):
-            self.tf_pub.publish(tf)
+            tf_stamp = messages.ns_to_time(stamp_ns + int(self.p('transform_tolerance') * 1e9))
+            self.tf_pub.publish(messages.tf_msg(tf_stamp, gmap, child, parent_from_child))
         self.pose_pub.publish(messages.pose_msg(stamp, gmap, body_T, body_cov))
         if self.p('publish_markers') and res.inlier_points3d is not None:
             self.marker_pub.publish(messages.inlier_markers(stamp, gmap, res.inlier_points3d,
                                                             map_from_cam))
         self._counts['localized'] += 1
         self._set_status('ok', f'localized ({body} in {gmap})', values)
+        self._on_accepted(body_T, body_cov, stamp_ns, gmap, m_from_o)
 
     def on_tf_timer(self):
         """Republish the last accepted map TF, post-dated from now, as rtabmap / AMCL do."""

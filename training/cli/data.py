@@ -98,6 +98,11 @@ def add_parsers(sub):
     p.add_argument('--loop', action='store_true')
     p.add_argument('--wait', type=float, default=0.0, metavar='S',
                    help='wait up to S seconds for a first subscriber before playing')
+    p.add_argument('--remap', action='append', default=[], metavar='FROM:=TO',
+                   help='publish topic FROM as TO, e.g. /tf:=/robot1/tf (repeatable; as '
+                        'ros2 bag play --remap)')
+    p.add_argument('--duration', type=float, default=0.0, metavar='S',
+                   help='stop after S seconds (with --loop); 0: play to the end')
 
 
 def cmd_dataset_to_bag(a):
@@ -132,8 +137,15 @@ def cmd_play(a):
     from scene_reloc.ros.bag_player import play
     rclpy.init()
     try:
+        remap = {}
+        for r in a.remap:
+            src, sep, dst = r.partition(':=')
+            if not sep or not src.startswith('/') or not dst.startswith('/'):
+                sys.exit(f'--remap {r!r}: expected /FROM:=/TO with absolute topic names')
+            remap[src] = dst
         n = play(a.bag, a.rate, a.clock, a.loop, wait_for_subscribers=a.wait,
-                 log=lambda s: print(s, file=sys.stderr))
+                 log=lambda s: print(s, file=sys.stderr), remap=remap,
+                 duration=a.duration)
         print(json.dumps({'bag': a.bag, 'published': n}))
     finally:
         rclpy.try_shutdown()
