@@ -215,7 +215,7 @@ def soak_camera(data, frames, rate, duration, map_from_odom, tf_gap_every, tf_ga
         info.k = [float(v) for v in f.K.ravel()]
         info.header.frame_id = 'camera'
         imgs.append((array('B', rgb.tobytes()), rgb.shape, info, f.load_pose()))
-    sent = {'good': 0, 'good_in_tf_gap': 0, **{c: 0 for c in BAD_CLASSES}}
+    sent = {'good': 0, 'good_in_tf_gap': 0, **{c: 0 for c in BAD_CLASSES}, 'bad_stamps': []}
     t0, i = time.monotonic(), 0
     while time.monotonic() - t0 < duration:
         buf, (h, w, _), info, pose = imgs[i % len(imgs)]
@@ -247,6 +247,7 @@ def soak_camera(data, frames, rate, duration, map_from_odom, tf_gap_every, tf_ga
         pub_img.publish(m)
         if bad:
             sent[bad] += 1
+            sent['bad_stamps'].append(stamp.sec * 10**9 + stamp.nanosec)
         else:
             sent['good'] += 1
             sent['good_in_tf_gap'] += int(in_gap)
@@ -282,8 +283,13 @@ def soak(maps, data, frames, duration, rate, switch_every, map_from_odom):
     rclpy.init()
     lst = rclpy.create_node('soak_listener')
     poses, m2o, diags = [], [], []
-    lst.create_subscription(PoseWithCovarianceStamped, '/reloc_node/pose',
-                            lambda m: poses.append(time.monotonic()), 100)
+    pose_stamps = []
+
+    def on_pose(m):
+        poses.append(time.monotonic())
+        pose_stamps.append(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec)
+
+    lst.create_subscription(PoseWithCovarianceStamped, '/reloc_node/pose', on_pose, 100)
     lst.create_subscription(
         TFMessage, '/tf', lambda m: m2o.extend(
             time.monotonic() for t in m.transforms if t.child_frame_id == 'odom'),
@@ -319,6 +325,7 @@ def soak(maps, data, frames, duration, rate, switch_every, map_from_odom):
             switches['accepted'] += int(pending.result().results[0].successful)
             pending = None
     sent = json.loads(cam.stdout.read().strip().splitlines()[-1])
+    bad_stamps = set(sent.pop('bad_stamps'))
     end = time.monotonic() + 3
     while time.monotonic() < end:
         rclpy.spin_once(lst, timeout_sec=0.05)
@@ -348,6 +355,7 @@ def soak(maps, data, frames, duration, rate, switch_every, map_from_odom):
         'processed_identity_ok': c['processed_frames'] == c['localized'] + c['rejected'] +
         c['undecodable'] + c['failed'],
         'poses_heard': len(poses), 'deaths': 0 if alive else 1,
+        'bad_poses_published': sum(ns in bad_stamps for ns in pose_stamps),
         'map_switches': switches,
         'rss_mb_after_warmup': round(warm[0][2], 1) if warm else None,
         'rss_mb_last': round(samples[-1][2], 1) if samples else None,
@@ -381,7 +389,7 @@ def table(res):
                     f'{s["sent"]["good"]} good + {bad} bad frames | '
                     f'{s["node_counts"]["bad_input"]} bad input, '
                     f'{s["node_counts"]["bad_camera_info"]} bad CameraInfo | '
-                    f'{s["deaths"]} deaths | 0 (no pose from a bad frame) | RSS '
+                    f'{s["deaths"]} deaths | {s["bad_poses_published"]} | RSS '
                     f'{s["rss_mb_after_warmup"]} -> {s["rss_mb_last"]} MB, map switches '
                     f'{s["map_switches"]["accepted"]}/{s["map_switches"]["asked"]}, '
                     f'unaccounted frames {s["unaccounted"]}, TF republish while lost '

@@ -24,7 +24,8 @@ small JSON header is all that is read for that).
 
 import json
 import os
-import struct
+
+from scene_reloc.artifact import read_header
 
 
 class MapPathError(ValueError):
@@ -49,20 +50,12 @@ def _check_one(path, map_root, max_bytes, what):
     return real
 
 
-def _site_members(path, max_header=1 << 20):
+def _site_members(path):
     """Map paths a site file names (from its safetensors header), or None for a map file."""
-    with open(path, 'rb') as f:
-        head = f.read(8)
-        if len(head) < 8:
-            return None
-        n = struct.unpack('<Q', head)[0]
-        if n > max_header:
-            return None
-        try:
-            header = json.loads(f.read(n))
-        except (ValueError, RecursionError):
-            return None
-    meta = header.get('__metadata__', {}) if isinstance(header, dict) else {}
+    header = read_header(path)
+    meta = header.get('__metadata__', {}) if header else {}
+    if not isinstance(meta, dict):
+        return None
     for value in meta.values():
         try:
             manifest = json.loads(value)

@@ -22,12 +22,27 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped
+import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from tf2_msgs.msg import TFMessage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARAMS = os.path.join(ROOT, 'config', 'reloc.yaml')
+# The simulated odometry's offset in the query bags: map->odom must come out as this.
+MAP_FROM_ODOM = np.array([[np.cos(0.3), -np.sin(0.3), 0, 0.5], [np.sin(0.3), np.cos(0.3), 0, -0.2],
+                          [0, 0, 1, 0], [0, 0, 0, 1]])
+
+
+def write_query_bag(scene, path):
+    """Write a scene's query frames as a 10 Hz bag; return (path, {stamp_ns: pose})."""
+    from scene_reloc.posed_frames import PosedFrameFolder
+    from scene_reloc_training.data.bags import dataset_to_bag
+    root, _, query = scene
+    frames = PosedFrameFolder(root).frames(query)
+    stamps = dataset_to_bag(frames, path, rate=10.0, map_from_odom=MAP_FROM_ODOM,
+                            progress=False)
+    return path, {ns: fr.load_pose() for (ns, _), fr in zip(stamps, frames)}
 
 
 def ros_env(domain_id):

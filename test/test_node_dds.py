@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
-from ros_harness import Listener, ros_env, start_node, stop
+from ros_harness import Listener, MAP_FROM_ODOM, ros_env, start_node, stop, write_query_bag
 from sensor_msgs.msg import CameraInfo, Image
 
 from scene_reloc.geometry import pose_error
@@ -34,19 +34,11 @@ from scene_reloc_training.data.bags import bag_topics, dataset_to_bag, read_mess
 
 DOMAIN = 40 + os.getpid() % 50
 SCRIPT = os.path.join(os.path.dirname(sys.executable), 'scene-reloc')
-MAP_FROM_ODOM = np.array([[np.cos(0.3), -np.sin(0.3), 0, 0.5], [np.sin(0.3), np.cos(0.3), 0, -0.2],
-                          [0, 0, 1, 0], [0, 0, 0, 1]])
 
 
 @pytest.fixture(scope='module')
 def bag(small_scene, tmp_path_factory):
-    root, _, query = small_scene
-    path = str(tmp_path_factory.mktemp('bag') / 'query_bag')
-    frames = PosedFrameFolder(root).frames(query)
-    stamps = dataset_to_bag(frames, path, rate=10.0, map_from_odom=MAP_FROM_ODOM,
-                            progress=False)
-    gt = {ns: fr.load_pose() for (ns, _), fr in zip(stamps, frames)}
-    return path, gt
+    return write_query_bag(small_scene, str(tmp_path_factory.mktemp('bag') / 'query_bag'))
 
 
 @pytest.fixture

@@ -26,9 +26,10 @@ Every image is accounted for on /diagnostics: ``received = rate_limited + (bad_i
 undecodable) + dropped_frames + processed_frames`` (+ one in flight) and ``processed_frames =
 localized + rejected + undecodable + failed``.
 
-Time may jump back (a bag looped with ``use_sim_time``): a clock jump, or /tf or image stamps
-going back by more than ``time_jump_threshold``, clears the transform buffer, the gates and the
-last fix instead of leaving them wedged on the old timeline.
+Around it: :mod:`~scene_reloc.ros.node_maps` (loading / switching maps, parameters),
+:mod:`~scene_reloc.ros.node_status` (diagnostics, markers), :mod:`~scene_reloc.ros.node_handoff`
+(~/localized, AMCL hand-off, pose hints, on-request mode) and :mod:`~scene_reloc.ros.node_time`
+(/tf, time jumps, the map TF republisher).
 """
 
 import threading
@@ -63,18 +64,18 @@ from scene_reloc.ros.conversions import (
     image_to_rgb,
     InputError,
     stamp_to_ns,
-    transform_to_matrix,
 )
 from scene_reloc.ros.keep_latest import KeepLatestWorker
 from scene_reloc.ros.last_transform import LastTransform
 from scene_reloc.ros.node_handoff import LATCHED, NodeHandoff
 from scene_reloc.ros.node_maps import NodeMaps
 from scene_reloc.ros.node_status import NodeStatus
+from scene_reloc.ros.node_time import NodeTime
 from scene_reloc.ros.params import NODE_NAME, PARAMETERS
-from scene_reloc.transform_buffer import ExtrapolationError, TransformBuffer, TransformError
+from scene_reloc.transform_buffer import TransformBuffer, TransformError
 
 
-class RelocNode(NodeMaps, NodeStatus, NodeHandoff, LifecycleNode):
+class RelocNode(NodeMaps, NodeStatus, NodeHandoff, NodeTime, LifecycleNode):
 
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
@@ -225,27 +226,6 @@ class RelocNode(NodeMaps, NodeStatus, NodeHandoff, LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     # ---------------------------------------------------------------- inputs
-    def on_tf(self, msg, static=False):
-        for t in msg.transforms:
-            try:
-                ns = stamp_to_ns(t.header.stamp)
-                if not static and t.header.frame_id.lstrip('/') not in self._map_frames():
-                    # Per edge: edges are published by different nodes on different clocks
-                    # (the map TF is ours, republished at now + transform_tolerance).
-                    child = t.child_frame_id.lstrip('/')
-                    newest = self._newest_tf_ns.get(child, 0)
-                    if self._went_back(ns, newest):
-                        self._time_jumped(f'/tf {t.header.frame_id} -> {child} went back from '
-                                          f'{newest * 1e-9:.3f} to {ns * 1e-9:.3f} s')
-                    self._newest_tf_ns[child] = max(self._newest_tf_ns.get(child, 0), ns)
-                self.tf_buffer.set_transform(t.header.frame_id, t.child_frame_id, ns,
-                                             transform_to_matrix(t.transform), static)
-            except ValueError as e:
-                self.get_logger().warning(f'ignored transform: {e}', throttle_duration_sec=5.0)
-
-    def on_tf_static(self, msg):
-        self.on_tf(msg, static=True)
-
     def on_camera_info(self, msg):
         try:
             self.camera = CameraModel(msg)
@@ -272,22 +252,6 @@ class RelocNode(NodeMaps, NodeStatus, NodeHandoff, LifecycleNode):
         response.message = ('the next frame will be processed' if response.success
                             else 'not active: configure and activate the node first')
         return response
-
-    def _went_back(self, ns, newest):
-        return newest > 0 and ns < newest - self.p('time_jump_threshold') * 1e9
-
-    def _time_jumped(self, why):
-        """Forget everything tied to the old timeline: transforms, gates, the last fix."""
-        self._counts['time_jumps'] += 1
-        self._newest_tf_ns, self._newest_image_ns = {}, 0
-        self.tf_buffer.clear()
-        self.last_tf.clear()
-        if self.gate is not None:
-            self.gate.reset()
-        self._reset_handoff()
-        self.get_logger().warning(f'time jumped back ({why}): transform buffer, gates and '
-                                  'the last fix cleared')
-        self._set_status('warn', f'time jumped back: {why}; buffers cleared')
 
     def _on_frame(self, msg, decode):
         self._counts['received'] += 1
@@ -413,31 +377,6 @@ class RelocNode(NodeMaps, NodeStatus, NodeHandoff, LifecycleNode):
         self._counts['localized'] += 1
         self._set_status('ok', f'localized ({body} in {gmap})', values)
         self._on_accepted(body_T, body_cov, stamp_ns, gmap, m_from_o)
-
-    def on_tf_timer(self):
-        """Republish the last accepted map TF, post-dated from now, as rtabmap / AMCL do."""
-        last = self.last_tf.get()
-        if last is None or not self.p('publish_tf'):
-            return
-        parent, child, T, _ = last
-        now_ns = self.get_clock().now().nanoseconds
-        stamp = messages.ns_to_time(now_ns + int(self.p('transform_tolerance') * 1e9))
-        self.tf_pub.publish(messages.tf_msg(stamp, parent, child, T))
-
-    def _wait_for_transform(self, target, source, stamp_ns):
-        """Look a transform up, waiting up to transform_timeout for /tf to catch up."""
-        deadline = time.monotonic() + self.p('transform_timeout')
-        while True:
-            try:
-                return self.tf_buffer.lookup(target, source, stamp_ns)
-            except ExtrapolationError as e:
-                if 'after the newest' not in str(e) or time.monotonic() >= deadline:
-                    raise
-            except TransformError:
-                if time.monotonic() >= deadline:
-                    raise
-            time.sleep(0.005)
-
 
 def main(args=None):
     rclpy.init(args=args)
