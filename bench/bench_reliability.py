@@ -57,6 +57,9 @@ def make_maps(work):
     """Make a synthetic scene (640x480 queries) and memorize it twice (seeds 0, 1)."""
     from scene_reloc_training.cli import main as cli
     scene = os.path.join(work, 'scene')
+    maps = [os.path.join(work, f'scene-{seed}.map') for seed in (0, 1)]
+    if all(os.path.isfile(m) for m in maps):   # made by an earlier run: reuse
+        return maps, scene, os.path.join(scene, 'query.txt')
     cli(['make-synthetic', '--out', scene, '--seed', '0', '--memorize', '20', '--query', '30'])
     maps = []
     for seed in (0, 1):
@@ -114,24 +117,36 @@ def fuzz_loader(map_path, n, seed=0):
     from scene_reloc.artifact import ArtifactError
     from scene_reloc.scene_map import load_scene_map
     data = open(map_path, 'rb').read()
+    original = load_scene_map(map_path)
     rng = random.Random(seed)
     counts = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, 'damaged.map')
         for kind, blob in _damaged_files(data, n, rng):
-            c = counts.setdefault(kind, {'tried': 0, 'refused': 0, 'loaded': 0, 'crashes': 0})
+            c = counts.setdefault(kind, {'tried': 0, 'refused': 0, 'loaded': 0,
+                                         'loaded_changed': 0, 'crashes': 0})
             c['tried'] += 1
             with open(path, 'wb') as f:
                 f.write(blob)
             try:
-                load_scene_map(path)
+                got = load_scene_map(path)
+                # A flip in a checksum key's name (the file then reads as an older format
+                # without one) loads the untouched content: fine. Changed content is not.
                 c['loaded'] += 1
+                c['loaded_changed'] += int(not _same(got, original))
             except ArtifactError as e:
                 c['refused'] += 1 if str(e) else 0
                 c['crashes'] += 0 if str(e) else 1
+                continue
             except Exception:  # noqa: BLE001 - counted: anything else is a crash
                 c['crashes'] += 1
     return counts
+
+
+def _same(a, b):
+    (ma, ta), (mb, tb) = a, b
+    return json.dumps(ma, sort_keys=True) == json.dumps(mb, sort_keys=True) and \
+        set(ta) == set(tb) and all(np.array_equal(ta[k], tb[k]) for k in ta)
 
 
 # ---------------------------------------------------------------------------- 3. lifecycle
@@ -215,7 +230,7 @@ def soak_camera(data, frames, rate, duration, map_from_odom, tf_gap_every, tf_ga
         info.k = [float(v) for v in f.K.ravel()]
         info.header.frame_id = 'camera'
         imgs.append((array('B', rgb.tobytes()), rgb.shape, info, f.load_pose()))
-    sent = {'good': 0, 'good_in_tf_gap': 0, **{c: 0 for c in BAD_CLASSES}, 'bad_stamps': []}
+    sent = {'good': 0, 'good_in_tf_gap': 0, **{c: 0 for c in BAD_CLASSES}, 'bad_stamps': {}}
     t0, i = time.monotonic(), 0
     while time.monotonic() - t0 < duration:
         buf, (h, w, _), info, pose = imgs[i % len(imgs)]
@@ -247,7 +262,7 @@ def soak_camera(data, frames, rate, duration, map_from_odom, tf_gap_every, tf_ga
         pub_img.publish(m)
         if bad:
             sent[bad] += 1
-            sent['bad_stamps'].append(stamp.sec * 10**9 + stamp.nanosec)
+            sent['bad_stamps'][stamp.sec * 10**9 + stamp.nanosec] = bad
         else:
             sent['good'] += 1
             sent['good_in_tf_gap'] += int(in_gap)
@@ -325,7 +340,7 @@ def soak(maps, data, frames, duration, rate, switch_every, map_from_odom):
             switches['accepted'] += int(pending.result().results[0].successful)
             pending = None
     sent = json.loads(cam.stdout.read().strip().splitlines()[-1])
-    bad_stamps = set(sent.pop('bad_stamps'))
+    bad_stamps = {int(k): v for k, v in sent.pop('bad_stamps').items()}
     end = time.monotonic() + 3
     while time.monotonic() < end:
         rclpy.spin_once(lst, timeout_sec=0.05)
@@ -335,12 +350,16 @@ def soak(maps, data, frames, duration, rate, switch_every, map_from_odom):
     node.wait(20)
     lst.destroy_node()
     rclpy.try_shutdown()
-    c = {k: int(last[k]) for k in ('received', 'localized', 'rejected', 'bad_input',
-                                   'undecodable', 'failed', 'rate_limited', 'dropped_frames',
-                                   'processed_frames', 'bad_camera_info') if k in last}
-    accounted = c['rate_limited'] + c['bad_input'] - c['undecodable'] + \
+    c = {k: int(last.get(k, 0)) for k in (
+        'received', 'localized', 'rejected', 'bad_input', 'undecodable', 'failed', 'held',
+        'rate_limited', 'dropped_frames', 'processed_frames', 'bad_camera_info', 'time_jumps')}
+    accounted = c['rate_limited'] + c['bad_input'] - c['undecodable'] + c['held'] + \
         c['dropped_frames'] + c['processed_frames']
-    warm = [s for s in samples if s[0] >= 60] or samples
+    # Warm-up: both maps loaded once (switches at 1 and 2 minutes). Resident memory swings by
+    # tens of MB with each load (two maps held during a swap), so windows are compared by their
+    # medians: the two minutes after warm-up against the last two minutes.
+    first = [s[2] for s in samples if 2 * switch_every <= s[0] < 4 * switch_every]
+    last_w = [s[2] for s in samples[-12:]]
     # map->odom republish rate in the stretches of >= 1 s without a fix ("lost").
     lost_time, lost_tf = 0.0, 0
     marks = sorted(poses)
@@ -356,12 +375,18 @@ def soak(maps, data, frames, duration, rate, switch_every, map_from_odom):
         c['undecodable'] + c['failed'],
         'poses_heard': len(poses), 'deaths': 0 if alive else 1,
         'bad_poses_published': sum(ns in bad_stamps for ns in pose_stamps),
+        'bad_poses_by_class': {c: sum(bad_stamps.get(ns) == c for ns in pose_stamps)
+                               for c in BAD_CLASSES},
         'map_switches': switches,
-        'rss_mb_after_warmup': round(warm[0][2], 1) if warm else None,
-        'rss_mb_last': round(samples[-1][2], 1) if samples else None,
-        'rss_growth_mb': round(samples[-1][2] - warm[0][2], 1) if warm else None,
+        'rss_mb_after_warmup': round(float(np.median(first)), 1) if first else None,
+        'rss_mb_last': round(float(np.median(last_w)), 1) if last_w else None,
+        'rss_growth_mb': round(float(np.median(last_w) - np.median(first)), 1)
+        if first and last_w else None,
+        'rss_mb_max': round(max(s[2] for s in samples), 1) if samples else None,
         'rss_samples': [(round(t), round(m, 1)) for t, _, m in samples],
         'tf_republish_hz_while_lost': round(lost_tf / lost_time, 1) if lost_time else None,
+        # Longest silence of map->odom after the first fix (map loads, TF gaps, bad frames).
+        'tf_max_gap_s': round(max(np.diff(m2o)), 3) if len(m2o) > 1 else None,
         'lost_seconds': round(lost_time, 1),
     }
 
@@ -373,8 +398,11 @@ def table(res):
     for name, counts in (('conversion', res.get('conversions', {})),
                          ('map loader', res.get('loader', {}))):
         for cls, c in counts.items():
+            other = (f'accepted {c["accepted"]} (valid input)' if 'accepted' in c else
+                     f'loaded {c["loaded"]}, of which with changed content '
+                     f'{c["loaded_changed"]}')
             rows.append(f'| {name}: {cls} | {c["tried"]} | {c["refused"]} | {c["crashes"]} | '
-                        f'- | accepted {c.get("accepted", c.get("loaded", 0))} |')
+                        f'- | {other} |')
     lc = res.get('lifecycle')
     if lc:
         a, b = lc['after_first'], lc['after_last']
@@ -389,11 +417,13 @@ def table(res):
                     f'{s["sent"]["good"]} good + {bad} bad frames | '
                     f'{s["node_counts"]["bad_input"]} bad input, '
                     f'{s["node_counts"]["bad_camera_info"]} bad CameraInfo | '
-                    f'{s["deaths"]} deaths | {s["bad_poses_published"]} | RSS '
-                    f'{s["rss_mb_after_warmup"]} -> {s["rss_mb_last"]} MB, map switches '
+                    f'{s["deaths"]} deaths | {s["bad_poses_published"]} | RSS (median, '
+                    f'minutes 2-4 -> last 2) {s["rss_mb_after_warmup"]} -> {s["rss_mb_last"]} MB '
+                    f'(max {s["rss_mb_max"]}), map switches '
                     f'{s["map_switches"]["accepted"]}/{s["map_switches"]["asked"]}, '
                     f'unaccounted frames {s["unaccounted"]}, TF republish while lost '
-                    f'{s["tf_republish_hz_while_lost"]} Hz |')
+                    f'{s["tf_republish_hz_while_lost"]} Hz, longest map->odom gap '
+                    f'{s["tf_max_gap_s"]} s |')
     return '\n'.join(rows)
 
 
@@ -421,19 +451,21 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     maps, scene, frames = make_maps(os.path.join(a.out, 'work'))
     res = {}
-    if 'conversions' in parts:
-        res['conversions'] = fuzz_conversions(a.fuzz)
-    if 'loader' in parts:
-        res['loader'] = fuzz_loader(maps[0], a.loader_cases)
-    if 'lifecycle' in parts:
-        res['lifecycle'] = lifecycle_loop(maps[0], a.cycles)
-    if 'soak' in parts and a.soak > 0:
-        res['soak'] = soak(maps, scene, frames, a.soak, a.rate, a.switch_every, map_from_odom)
-    print(json.dumps(res, indent=2))
+    runs = (('conversions', lambda: fuzz_conversions(a.fuzz)),
+            ('loader', lambda: fuzz_loader(maps[0], a.loader_cases)),
+            ('lifecycle', lambda: lifecycle_loop(maps[0], a.cycles)),
+            ('soak', lambda: soak(maps, scene, frames, a.soak, a.rate, a.switch_every,
+                                  map_from_odom)))
+    for name, run in runs:
+        if name not in parts or (name == 'soak' and a.soak <= 0):
+            continue
+        res[name] = run()
+        # Written after each part: a long run that fails late keeps what it measured.
+        with open(os.path.join(a.out, 'reliability.json'), 'w') as f:
+            json.dump(res, f, indent=2)
+        print(f'{name}: {json.dumps(res[name])}', flush=True)
     md = table(res)
     print(md)
-    with open(os.path.join(a.out, 'reliability.json'), 'w') as f:
-        json.dump(res, f, indent=2)
     with open(os.path.join(a.out, 'reliability.md'), 'w') as f:
         f.write(md + '\n')
 

@@ -98,6 +98,20 @@ def test_bag_played_into_the_node_gives_poses_and_map_to_odom(small_map, bag, li
     # One per fix, stamped with its image + 0.1 s; the rest are the fixed-rate republications.
     at_fix = [t for t in m2o if stamp_to_ns(t.header.stamp) - 100_000_000 in gt]
     assert len(at_fix) == len(poses) and len(m2o) > len(at_fix)
+    # Every image accounted for, in every /diagnostics snapshot (two may be in the worker:
+    # one pending, one being processed).
+    snapshots = [{v.key: v.value for v in st.values} for d in listener.diags for st in d.status]
+    snapshots = [c for c in snapshots if 'received' in c]
+    assert snapshots and int(snapshots[-1]['localized']) >= 1
+    for c in snapshots:
+        n = {k: int(c[k]) for k in ('received', 'rate_limited', 'bad_input', 'undecodable',
+                                    'held', 'dropped_frames', 'processed_frames', 'localized',
+                                    'rejected', 'failed')}
+        routed = n['rate_limited'] + n['bad_input'] - n['undecodable'] + n['held'] + \
+            n['dropped_frames'] + n['processed_frames']
+        assert 0 <= n['received'] - routed <= 2, c
+        done = n['localized'] + n['rejected'] + n['undecodable'] + n['failed']
+        assert 0 <= done - n['processed_frames'] <= 1, c
     dt = [pose_error(transform_to_matrix(t.transform), MAP_FROM_ODOM)[0] for t in m2o]
     assert np.median(dt) < 0.03
 

@@ -150,3 +150,23 @@ def test_oversized_map_is_refused_before_reading(tmp_path):
     with pytest.raises(MapPathError, match='50.0 MB, more than the limit of 10.0 MB'):
         check_map_path(str(big), max_bytes=10_000_000)
     assert check_map_path(str(big), max_bytes=0)
+
+
+def test_an_image_is_paired_with_the_camera_info_of_its_stamp():
+    from scene_reloc.ros.camera_pairing import CalibrationPairing
+    pairing = CalibrationPairing(wait_s=0.05)
+    old, new = object(), object()
+    # Unpaired (stamps never matched yet): the latest valid model when the image came.
+    assert pairing.calibration_for(5, old) is old
+    pairing.on_info(10, new)
+    pairing.on_image(10)
+    assert pairing.paired
+    assert pairing.calibration_for(10, old) is new
+    # Its own CameraInfo was invalid: refused, even though an older valid one is at hand.
+    pairing.on_image(20)
+    pairing.on_info(20, None, 'K has NaN')
+    with pytest.raises(ValueError, match='invalid.*K has NaN'):
+        pairing.calibration_for(20, new)
+    # Its CameraInfo never comes (lost): after the wait, the latest valid one.
+    pairing.on_image(30)
+    assert pairing.calibration_for(30, new) is new

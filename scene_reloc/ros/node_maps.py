@@ -109,6 +109,8 @@ class NodeMaps:
         if self.gate is not None:
             self.gate.reset()
         self.map_gate.reset()
+        del new
+        _release_freed_memory()   # the old map's tensors (tens of MB) go back to the system
         self.get_logger().info(f'switched to scene map {path}')
         self._set_status('warn', f'switched to scene map {path}')
         if self.p('publish_markers') and self.worker is not None:
@@ -140,3 +142,14 @@ class NodeMaps:
         if not frames:
             return self.p('global_frame_id')
         return frames.get(map_name) or next(iter(frames.values()))
+
+
+def _release_freed_memory():
+    """Collect the old map and hand freed heap back to the OS (glibc keeps it otherwise)."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):
+        pass   # not glibc: nothing to do

@@ -64,10 +64,10 @@ class NodeStatus:
         w = self.worker
         info = {'state': message.split(':')[0], **values, **self._counts,
                 'latency_s': round(self._last_latency, 4),
-                'dropped_frames': w.dropped if w else 0,
+                'dropped_frames': w.dropped if w else 0, 'held': int(self._held is not None),
                 'processed_frames': w.processed if w else 0,
                 'scene_map': self._map_path or self.p('scene_map'),
-                'map': self.map_gate.current or '', 'localized': self.localized,
+                'map': self.map_gate.current or '', 'is_localized': self.localized,
                 'loading': self._loading is not None and self._loading.is_alive(),
                 'requested': self._request_until is not None,
                 'handoff': getattr(self, '_handoff_result', '') if self._handoff is None

@@ -60,6 +60,7 @@ class NodeTime:
         self._counts['time_jumps'] += 1
         self._newest_tf_ns, self._newest_image_ns = {}, 0
         self.tf_buffer.clear()
+        self.pairing.reset()
         self.last_tf.clear()
         if self.gate is not None:
             self.gate.reset()

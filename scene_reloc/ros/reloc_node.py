@@ -23,8 +23,9 @@ Inference runs in a keep-latest worker: the newest frame is processed, older one
 and counted. A pose is published (``~/pose``, TF ``map->odom`` or ``map->camera``) only when the
 core says it localized and the gates pass; everything else goes to /diagnostics and the log.
 Every image is accounted for on /diagnostics: ``received = rate_limited + (bad_input -
-undecodable) + dropped_frames + processed_frames`` (+ one in flight) and ``processed_frames =
-localized + rejected + undecodable + failed``.
+undecodable) + held + dropped_frames + processed_frames`` (+ up to two in the worker) and
+``processed_frames = localized + rejected + undecodable + failed`` (``undecodable``: refused in
+the worker, the image or the CameraInfo of its stamp).
 
 Around it: :mod:`~scene_reloc.ros.node_maps` (loading / switching maps, parameters),
 :mod:`~scene_reloc.ros.node_status` (diagnostics, markers), :mod:`~scene_reloc.ros.node_handoff`
@@ -58,6 +59,7 @@ from scene_reloc.pose_gate import (
     OdometryConsistencyGate,
 )
 from scene_reloc.ros import messages
+from scene_reloc.ros.camera_pairing import CalibrationPairing
 from scene_reloc.ros.conversions import (
     CameraModel,
     compressed_to_rgb,
@@ -94,6 +96,7 @@ class RelocNode(NodeMaps, NodeStatus, NodeHandoff, NodeTime, LifecycleNode):
         self._subs = []
         self._force_next = False
         self._held = None   # newest image that came before any CameraInfo
+        self.pairing = CalibrationPairing()
         self._last_processed = 0.0
         self._status = ('error', 'unconfigured: no scene map loaded', {})
         self._counts = {'received': 0, 'localized': 0, 'rejected': 0, 'bad_input': 0,
@@ -227,17 +230,22 @@ class RelocNode(NodeMaps, NodeStatus, NodeHandoff, NodeTime, LifecycleNode):
 
     # ---------------------------------------------------------------- inputs
     def on_camera_info(self, msg):
+        ns = stamp_to_ns(msg.header.stamp)
         try:
             self.camera = CameraModel(msg)
         except InputError as e:
             self.camera = None
+            self.pairing.on_info(ns, None, str(e))
             self._bad_input(str(e), 'bad_camera_info')
             return
+        self.pairing.on_info(ns, self.camera)
         held, self._held = self._held, None
         # An image that arrived just before its CameraInfo (separate subscriptions race).
-        if held is not None and stamp_to_ns(held[0].header.stamp) == \
-                stamp_to_ns(msg.header.stamp) and self.worker is not None:
+        if held is not None and stamp_to_ns(held[0].header.stamp) == ns and \
+                self.worker is not None:
             self.worker.submit((held[0], held[1], self.camera))
+        elif held is not None:
+            self._counts['bad_input'] += 1    # it never got its CameraInfo
 
     def on_image(self, msg):
         self._on_frame(msg, image_to_rgb)
@@ -262,16 +270,21 @@ class RelocNode(NodeMaps, NodeStatus, NodeHandoff, NodeTime, LifecycleNode):
                 self._time_jumped(f'image stamps went back from '
                                   f'{self._newest_image_ns * 1e-9:.3f} to {ns * 1e-9:.3f} s')
             self._newest_image_ns = max(self._newest_image_ns, ns)
+            self.pairing.on_image(ns)
             max_rate = self.p('max_rate')
             now = time.monotonic()
             if max_rate > 0 and not self._force_next and now - self._last_processed < 1 / max_rate:
                 self._counts['rate_limited'] += 1
                 return
             if self.camera is None:
+                # Held until its CameraInfo comes; the one it replaces never got one.
+                if self._held is not None:
+                    self._counts['bad_input'] += 1
                 self._held = (msg, decode)
-                raise InputError(f'no CameraInfo received on {self._topic("camera_info")} yet (or '
-                                 f'it was invalid); check the topic and that its QoS matches '
-                                 f'qos_reliability={self.p("qos_reliability")}')
+                self._bad_input(f'no CameraInfo received on {self._topic("camera_info")} yet (or '
+                                f'it was invalid); check the topic and that its QoS matches '
+                                f'qos_reliability={self.p("qos_reliability")}', counter=None)
+                return
             self._force_next = False
             self._last_processed = now
             if self.worker is not None:
@@ -283,7 +296,8 @@ class RelocNode(NodeMaps, NodeStatus, NodeHandoff, NodeTime, LifecycleNode):
             self._bad_input(f'unexpected error on an incoming image: {e!r}')
 
     def _bad_input(self, why, counter='bad_input'):
-        self._counts[counter] += 1
+        if counter:
+            self._counts[counter] += 1
         self._set_status('error', f'bad input: {why}')
         self.get_logger().warning(f'bad input: {why}', throttle_duration_sec=2.0)
 
@@ -298,6 +312,10 @@ class RelocNode(NodeMaps, NodeStatus, NodeHandoff, NodeTime, LifecycleNode):
         header = msg.header
         t0 = time.perf_counter()
         try:
+            try:
+                camera = self.pairing.calibration_for(stamp_to_ns(header.stamp), camera)
+            except ValueError as e:
+                raise InputError(str(e)) from e
             image, K = camera.prepare(decode(msg))
         except InputError as e:
             self._counts['undecodable'] += 1
