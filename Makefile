@@ -8,7 +8,7 @@ DEMO_DIR ?= out/demo
 
 .PHONY: setup test lint demo bench bench-synthetic bench-node check-bags corpus bench-fewshot \
 	bench-throughput shipped-weights retrieval-models retrieval-weights bench-retrieval bench-site \
-	clean help
+	bench-reliability clean help
 
 help:
 	@echo "make setup   - create $(VENV) with the pinned dependencies (idempotent)"
@@ -16,6 +16,7 @@ help:
 	@echo "make demo    - set up if needed, synthetic scene -> memorize -> evaluate -> report"
 	@echo "make bench   - the real-data benchmark (needs DATA=... WEIGHTS=..., see README)"
 	@echo "make bench-node - the node under a 640x480 30 Hz camera for 5 minutes"
+	@echo "make bench-reliability - fuzzing, damaged maps, 200 lifecycle cycles, 10-minute soak"
 	@echo "make check-bags - read the real ROS 2 bags (BAGS=...)"
 	@echo "make bench-fewshot - corpus, pretraining, meta-training, few-shot curves (~1 h)"
 	@echo "make bench-throughput - pretraining throughput on 1 and 2 processes"
@@ -53,6 +54,9 @@ bench-synthetic: setup
 
 bench-node: setup
 	$(PY) bench/bench_node.py --duration 300
+
+bench-reliability: setup
+	$(PY) bench/bench_reliability.py --out out/reliability
 
 BAGS ?= ../shared/data/bags
 check-bags: setup

@@ -182,12 +182,14 @@ def lifecycle_loop(map_path, cycles):
                                                              'timers', 'services')},
                 'rss_mb': round(rss_mb(), 1)}
 
-    first, failures, t0 = None, 0, time.monotonic()
+    first, failures, t0, trace = None, 0, time.monotonic(), []
     try:
         for i in range(cycles):
             results = [step() for step in (node.trigger_configure, node.trigger_activate,
                                            node.trigger_deactivate, node.trigger_cleanup)]
             failures += int(any(r != TransitionCallbackReturn.SUCCESS for r in results))
+            if (i + 1) % 25 == 0:
+                trace.append((i + 1, round(rss_mb(), 1)))
             if i == 0:
                 first = census()
         last = census()
@@ -196,7 +198,8 @@ def lifecycle_loop(map_path, cycles):
         node.destroy_node()
         rclpy.try_shutdown()
     return {'cycles': cycles, 'failed_cycles': failures, 'after_first': first,
-            'after_last': last, 'seconds_per_cycle': round((time.monotonic() - t0) / cycles, 3)}
+            'after_last': last, 'rss_mb_every_25_cycles': trace,
+            'seconds_per_cycle': round((time.monotonic() - t0) / cycles, 3)}
 
 
 # ---------------------------------------------------------------------------- 4. soak
@@ -204,7 +207,7 @@ BAD_CLASSES = ('truncated_image', 'unknown_encoding', 'zero_size', 'wrong_step',
                'nan_camera_info')
 
 
-def soak_camera(data, frames, rate, duration, map_from_odom, tf_gap_every, tf_gap_len):
+def soak_camera(data, frames, rate, duration, map_from_odom, tf_gap_every, tf_gap_len, out):
     """Publish the soak's camera; print the JSON of what was sent."""
     from array import array
 
@@ -273,7 +276,8 @@ def soak_camera(data, frames, rate, duration, map_from_odom, tf_gap_every, tf_ga
     time.sleep(0.5)
     node.destroy_node()
     rclpy.try_shutdown()
-    print(json.dumps(sent))
+    with open(out, 'w') as f:   # a file: 18000 stamps would fill a pipe nobody reads yet
+        json.dump(sent, f)
 
 
 def soak(maps, data, frames, duration, rate, switch_every, map_from_odom):
@@ -317,9 +321,10 @@ def soak(maps, data, frames, duration, rate, switch_every, map_from_odom):
     while time.time() < deadline and not any(d.get('state', '').startswith('active')
                                              for d in diags):
         rclpy.spin_once(lst, timeout_sec=0.1)
+    sent_path = os.path.join(os.path.dirname(os.path.dirname(data)), 'soak_camera.json')
     cam = subprocess.Popen([sys.executable, __file__, '--soak-camera', '--data', data,
-                            '--frames', frames, '--rate', str(rate), '--soak', str(duration)],
-                           env=env, stdout=subprocess.PIPE, text=True)
+                            '--frames', frames, '--rate', str(rate), '--soak', str(duration),
+                            '--out', sent_path], env=env)
     samples, switches, t_start = [], {'asked': 0, 'accepted': 0}, time.monotonic()
     next_sample, next_switch = t_start + 10, t_start + switch_every
     pending = None
@@ -339,7 +344,8 @@ def soak(maps, data, frames, duration, rate, switch_every, map_from_odom):
         if pending is not None and pending.done():
             switches['accepted'] += int(pending.result().results[0].successful)
             pending = None
-    sent = json.loads(cam.stdout.read().strip().splitlines()[-1])
+    with open(sent_path) as f:
+        sent = json.load(f)
     bad_stamps = {int(k): v for k, v in sent.pop('bad_stamps').items()}
     end = time.monotonic() + 3
     while time.monotonic() < end:
@@ -446,7 +452,7 @@ def main():
     map_from_odom = np.eye(4)
     map_from_odom[:3, 3] = 0.5, -0.2, 0.0
     if a.soak_camera:
-        return soak_camera(a.data, a.frames, a.rate, a.soak, map_from_odom, 30.0, 2.0)
+        return soak_camera(a.data, a.frames, a.rate, a.soak, map_from_odom, 30.0, 2.0, a.out)
     parts = a.only or ['conversions', 'loader', 'lifecycle', 'soak']
     os.makedirs(a.out, exist_ok=True)
     maps, scene, frames = make_maps(os.path.join(a.out, 'work'))

@@ -110,7 +110,7 @@ class NodeMaps:
             self.gate.reset()
         self.map_gate.reset()
         del new
-        _release_freed_memory()   # the old map's tensors (tens of MB) go back to the system
+        release_freed_memory()   # the old map's tensors (tens of MB) go back to the system
         self.get_logger().info(f'switched to scene map {path}')
         self._set_status('warn', f'switched to scene map {path}')
         if self.p('publish_markers') and self.worker is not None:
@@ -144,7 +144,7 @@ class NodeMaps:
         return frames.get(map_name) or next(iter(frames.values()))
 
 
-def _release_freed_memory():
+def release_freed_memory():
     """Collect the old map and hand freed heap back to the OS (glibc keeps it otherwise)."""
     import ctypes
     import gc

@@ -70,7 +70,7 @@ from scene_reloc.ros.conversions import (
 from scene_reloc.ros.keep_latest import KeepLatestWorker
 from scene_reloc.ros.last_transform import LastTransform
 from scene_reloc.ros.node_handoff import LATCHED, NodeHandoff
-from scene_reloc.ros.node_maps import NodeMaps
+from scene_reloc.ros.node_maps import NodeMaps, release_freed_memory
 from scene_reloc.ros.node_status import NodeStatus
 from scene_reloc.ros.node_time import NodeTime
 from scene_reloc.ros.params import NODE_NAME, PARAMETERS
@@ -219,6 +219,7 @@ class RelocNode(NodeMaps, NodeStatus, NodeHandoff, NodeTime, LifecycleNode):
         self.last_tf.clear()
         with self._lock:
             self.reloc = None
+        release_freed_memory()
         self._set_status('error', 'unconfigured: no scene map loaded')
         return TransitionCallbackReturn.SUCCESS
 
