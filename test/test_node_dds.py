@@ -63,7 +63,11 @@ def play_into(node, bag, n_images, env, listener, tmp_path):
 
 
 def call(listener, srv_type, name, request, timeout=10.0):
-    client = listener.node.create_client(srv_type, name)
+    # One client per service: a new client's first response can be lost before discovery
+    # matches its reader (a DDS race), and polling would make a new client each time.
+    clients = listener.__dict__.setdefault('clients', {})
+    client = clients.get(name) or clients.setdefault(name, listener.node.create_client(
+        srv_type, name))
     assert client.wait_for_service(timeout_sec=timeout), f'{name} not available'
     future = client.call_async(request)
     assert listener.wait_for(lambda: future.done(), timeout), f'{name} did not answer'

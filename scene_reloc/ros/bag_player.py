@@ -86,7 +86,18 @@ def play(bag, rate=1.0, clock=False, loop=False, topics=None, node_name='scene_r
                     all(p.get_subscription_count() == 0 for p in pubs.values()):
                 time.sleep(0.05)
             if wait_for_subscribers:
-                time.sleep(1.0)
+                # Then until every subscriber the graph knows of is matched by our publishers
+                # (an image reader is often matched seconds after /tf's), steady for 1 s.
+                stable_since = time.monotonic()
+                end = max(deadline, stable_since + 1.0)
+                while time.monotonic() < end:
+                    now = time.monotonic()
+                    if any(p.get_subscription_count() < node.count_subscribers(p.topic_name)
+                           for p in pubs.values()):
+                        stable_since = now
+                    elif now - stable_since >= 1.0:
+                        break
+                    time.sleep(0.05)
             start = time.monotonic()
             while True:
                 count += _play_once(reader, conns, pubs, clock_pub, rate)

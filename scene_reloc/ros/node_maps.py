@@ -23,6 +23,7 @@ and puts the parameter back.
 """
 
 import threading
+import time
 
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
@@ -97,7 +98,7 @@ class NodeMaps:
             message = f'scene map {requested} rejected: {e}; still on {self._map_path}'
             self.get_logger().error(message)
             self._set_status('error', message)
-            self._revert_scene_map()
+            self._revert_scene_map(requested)
             return
         old_frame = (self.last_tf.get() or (None,))[0]
         with self._lock:
@@ -116,8 +117,14 @@ class NodeMaps:
         if self.p('publish_markers') and self.worker is not None:
             self._publish_scene_markers()
 
-    def _revert_scene_map(self):
+    def _revert_scene_map(self, requested):
         """Put the scene_map parameter back to the map still in use."""
+        # The load can fail before the parameter change that started it has been applied
+        # (this thread starts inside the parameter callback): wait for it, or the late
+        # commit would overwrite the revert.
+        deadline = time.monotonic() + 2.0
+        while self.p('scene_map') != requested and time.monotonic() < deadline:
+            time.sleep(0.01)
         self._reverting = True
         try:
             self.set_parameters([Parameter('scene_map', Parameter.Type.STRING,
