@@ -94,3 +94,10 @@ def site(tmp_path_factory):
     summary = json.loads(r.stdout)
     assert summary['maps'] == ['lab', 'hall'] and summary['frames'] == 32
     return out, maps, roots
+
+
+@pytest.fixture(scope='session')
+def bag(small_scene, tmp_path_factory):
+    """Write the small scene's query frames as a 10 Hz bag: (path, {stamp_ns: pose})."""
+    from ros_harness import write_query_bag
+    return write_query_bag(small_scene, str(tmp_path_factory.mktemp('bag') / 'query_bag'))

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
-from ros_harness import Listener, MAP_FROM_ODOM, ros_env, start_node, stop, write_query_bag
+from ros_harness import Listener, MAP_FROM_ODOM, ros_env, start_node, stop
 from sensor_msgs.msg import CameraInfo, Image
 
 from scene_reloc.geometry import pose_error
@@ -34,11 +34,6 @@ from scene_reloc_training.data.bags import bag_topics, dataset_to_bag, read_mess
 
 DOMAIN = 40 + os.getpid() % 50
 SCRIPT = os.path.join(os.path.dirname(sys.executable), 'scene-reloc')
-
-
-@pytest.fixture(scope='module')
-def bag(small_scene, tmp_path_factory):
-    return write_query_bag(small_scene, str(tmp_path_factory.mktemp('bag') / 'query_bag'))
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from geometry_msgs.msg import PoseWithCovarianceStamped
 import numpy as np
 import pytest
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from ros_harness import Listener, MAP_FROM_ODOM, ros_env, start_node, stop, write_query_bag
+from ros_harness import Listener, MAP_FROM_ODOM, ros_env, start_node, stop
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
@@ -38,11 +38,6 @@ REMAPS = [('image/compressed', '/camera/image/compressed'), ('camera_info', '/ca
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                      reliability=ReliabilityPolicy.RELIABLE)
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-
-
-@pytest.fixture(scope='module')
-def bag(small_scene, tmp_path_factory):
-    return write_query_bag(small_scene, str(tmp_path_factory.mktemp('bag') / 'query_bag'))
 
 
 @pytest.fixture
