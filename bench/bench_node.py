@@ -94,6 +94,21 @@ def proc_sample(pid):
     return cpu, rss / 1024
 
 
+def start_node(scene_map, domain_id, params=()):
+    """Start the node as the launch file does on a fresh domain; return (env, process)."""
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id),
+               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
+               FASTDDS_BUILTIN_TRANSPORTS=os.environ.get('FASTDDS_BUILTIN_TRANSPORTS',
+                                                         'LARGE_DATA'))
+    os.environ.update(env)
+    args = [sys.executable, '-m', 'scene_reloc.ros.reloc_node', '--ros-args', '--params-file',
+            os.path.join(ROOT, 'config', 'reloc.yaml'), '-p', f'scene_map:={scene_map}', '-p',
+            'device:=cpu', '-r', '/tf:=tf', '-r', '/tf_static:=tf_static']
+    for p in params:
+        args += ['-p', p]
+    return env, subprocess.Popen(args, env=env)
+
+
 def make_scene(work):
     from scene_reloc_training.cli import main as cli
     scene, path = os.path.join(work, 'scene'), os.path.join(work, 'scene.map')
@@ -121,15 +136,7 @@ def main():
     import rclpy
     if not a.map:
         a.map, a.data, a.frames = make_scene(tempfile.mkdtemp(prefix='bench-node-'))
-    env = dict(os.environ, ROS_DOMAIN_ID=str(60 + os.getpid() % 30),
-               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               FASTDDS_BUILTIN_TRANSPORTS=os.environ.get('FASTDDS_BUILTIN_TRANSPORTS',
-                                                         'LARGE_DATA'))
-    os.environ.update(env)
-    node = subprocess.Popen(
-        [sys.executable, '-m', 'scene_reloc.ros.reloc_node', '--ros-args', '--params-file',
-         os.path.join(ROOT, 'config', 'reloc.yaml'), '-p', f'scene_map:={a.map}', '-p',
-         'device:=cpu', '-r', '/tf:=tf', '-r', '/tf_static:=tf_static'], env=env)
+    env, node = start_node(a.map, 60 + os.getpid() % 30)
     rclpy.init()
     lst = rclpy.create_node('bench_listener')
     latencies, diags = [], []

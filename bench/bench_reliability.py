@@ -281,7 +281,7 @@ def soak_camera(data, frames, rate, duration, map_from_odom, tf_gap_every, tf_ga
 
 
 def soak(maps, data, frames, duration, rate, switch_every, map_from_odom):
-    from bench_node import proc_sample
+    from bench_node import proc_sample, start_node
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseWithCovarianceStamped
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
@@ -289,16 +289,7 @@ def soak(maps, data, frames, duration, rate, switch_every, map_from_odom):
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from tf2_msgs.msg import TFMessage
-    env = dict(os.environ, ROS_DOMAIN_ID=str(150 + os.getpid() % 30),
-               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               FASTDDS_BUILTIN_TRANSPORTS=os.environ.get('FASTDDS_BUILTIN_TRANSPORTS',
-                                                         'LARGE_DATA'))
-    os.environ.update(env)
-    node = subprocess.Popen(
-        [sys.executable, '-m', 'scene_reloc.ros.reloc_node', '--ros-args', '--params-file',
-         os.path.join(ROOT, 'config', 'reloc.yaml'), '-p', f'scene_map:={maps[0]}', '-p',
-         'device:=cpu', '-p', 'diagnostics_period:=0.5', '-r', '/tf:=tf', '-r',
-         '/tf_static:=tf_static'], env=env)
+    env, node = start_node(maps[0], 150 + os.getpid() % 30, ['diagnostics_period:=0.5'])
     rclpy.init()
     lst = rclpy.create_node('soak_listener')
     poses, m2o, diags = [], [], []

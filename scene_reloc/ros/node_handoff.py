@@ -64,6 +64,7 @@ class NodeHandoff:
         self.hint_gate = HintGate(self.p('hint_confirmations'))
         self._hint_map_from_odom = None
         self._handoff = None          # the pose being handed to AMCL, while unconfirmed
+        self._handoff_result = ''     # how the last hand-off ended (for /diagnostics)
         self._handoff_wanted = False  # ~/relocalize: hand the next fix off
         self._sent = deque(maxlen=64)  # stamps of our own initialpose messages
         self._request_until = None    # on_request: monotonic deadline of the open request

@@ -70,7 +70,7 @@ class NodeStatus:
                 'map': self.map_gate.current or '', 'is_localized': self.localized,
                 'loading': self._loading is not None and self._loading.is_alive(),
                 'requested': self._request_until is not None,
-                'handoff': getattr(self, '_handoff_result', '') if self._handoff is None
+                'handoff': self._handoff_result if self._handoff is None
                 else f'sent {self._handoff["attempts"]}x, waiting for amcl_pose',
                 'last_fix_age_s': _rounded(self.last_tf.age_s(
                     self.get_clock().now().nanoseconds))}
