@@ -31,11 +31,17 @@ import torch.nn.functional as F
 
 from scene_reloc.backbones import GRID_STRIDE
 
+LANDMARK_FORMATS = (1, 2)
+"""Landmark map formats this code reads; new maps are written in the last one."""
+
 
 @dataclass
 class LandmarkHeadConfig:
     """Shape of the landmark detector (stored in the scene map)."""
 
+    version: int = 1
+    """Landmark map format: 1 (before 0.9: one descriptor per landmark, float32 head) or 2
+    (mean descriptor of the re-detections, float16 head); a missing key reads as 1."""
     in_dim: int = 128
     """Backbone descriptor dimension."""
     hidden: int = 64
@@ -59,14 +65,26 @@ class LandmarkDetector(nn.Module):
     """
     Ensemble of heatmap heads.
 
-    ``forward(grid_BDHW)`` returns logits ``(B, L, H, W)`` for the L landmarks, on the grid of
-    the input (1/8 of the image).
+    Format 2 (new maps): every head is a per-cell classifier (1x1 convolutions) over its block
+    of landmarks plus "no landmark here"; a landmark's heatmap is its softmax probability, so
+    the landmarks of a block compete for each cell as a detector's classes do (SuperPoint's
+    65-way cell softmax, SRC's region softmax). Format 1: two 3x3 convolutions and one
+    sigmoid heatmap per landmark, trained with a focal loss.
+
+    ``forward(grid_BDHW)`` returns the logits (format 2: ``L + heads`` channels, each head's
+    background last); :meth:`probabilities` the ``(B, L, H, W)`` heatmaps.
     """
 
     def __init__(self, cfg: LandmarkHeadConfig):
         super().__init__()
         self.cfg = cfg
         h = cfg.hidden
+        if cfg.version >= 2:
+            self.heads = nn.ModuleList(nn.Sequential(
+                nn.Conv2d(cfg.in_dim, h, 1), nn.ReLU(inplace=True),
+                nn.Conv2d(h, h, 1), nn.ReLU(inplace=True),
+                nn.Conv2d(h, e - s + 1, 1)) for s, e in cfg.blocks)
+            return
         self.heads = nn.ModuleList(nn.Sequential(
             nn.Conv2d(cfg.in_dim, h, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(h, h, 3, padding=1), nn.ReLU(inplace=True),
@@ -78,6 +96,28 @@ class LandmarkDetector(nn.Module):
     def forward(self, grid_BDHW):
         return torch.cat([head(grid_BDHW) for head in self.heads], dim=1)
 
+    def probabilities(self, grid_BDHW):
+        """Heatmaps in [0, 1], (B, L, H, W)."""
+        if self.cfg.version < 2:
+            return torch.sigmoid(self.forward(grid_BDHW))
+        return torch.cat([torch.softmax(head(grid_BDHW), dim=1)[:, :-1]
+                          for head in self.heads], dim=1)
+
+    def cell_loss(self, desc_BD, label_B):
+        """
+        Return the format 2 training loss, summed over the heads.
+
+        Cross-entropy of every head on cells ``desc_BD`` whose landmark is ``label_B``
+        (``num_landmarks`` for none).
+        """
+        x = desc_BD[:, :, None, None]
+        loss = 0.0
+        for head, (s, e) in zip(self.heads, self.cfg.blocks):
+            target = torch.where((label_B >= s) & (label_B < e), label_B - s,
+                                 torch.full_like(label_B, e - s))
+            loss = loss + F.cross_entropy(head(x)[:, :, 0, 0], target)
+        return loss
+
     @torch.inference_mode()
     def detect(self, grid_HWD):
         """
@@ -87,8 +127,7 @@ class LandmarkDetector(nn.Module):
         :return: (xy_L2 pixel positions, confidence_L in [0, 1]).
         """
         x = grid_HWD.permute(2, 0, 1)[None].float()
-        prob = torch.sigmoid(self.forward(x))[0]                     # (L, Hc, Wc)
-        return heatmap_peaks(prob)
+        return heatmap_peaks(self.probabilities(x)[0])
 
 
 def heatmap_peaks(prob_LHW):
@@ -133,6 +172,12 @@ def heatmap_targets(xy_BL2, visible_BL, height, width, sigma=1.0):
     t.scatter_(2, peak[..., None], 1.0)
     t = t.view_as(d2) * visible_BL[..., None, None].float()
     return t
+
+
+def mse_heatmap_loss(logits, target):
+    """Return the SLD release's loss: squared error between heatmap and Gaussian target."""
+    return F.mse_loss(torch.sigmoid(logits), target, reduction='sum') / \
+        target.eq(1.0).float().sum().clamp(min=1.0)
 
 
 def focal_heatmap_loss(logits, target, alpha=2.0, beta=4.0):

@@ -41,6 +41,9 @@ class PnPConfig:
     """RANSAC iterations at least."""
     success_prob: float = 0.9999
     """Stop when an all-inlier sample has been drawn with this probability."""
+    refine_rounds: int = 4
+    """After RANSAC: rounds of re-collecting the inliers among all correspondences under the
+    current pose and refining on them (DSAC*-style), until the inlier set stops changing."""
 
 
 @dataclass
@@ -124,6 +127,27 @@ def refine_weighted(world_from_cam, points2d, points3d, K, weights, iterations=1
     return T
 
 
+def recollect_inliers(world_from_cam, inliers, points2d, points3d, K, cfg, weights=None):
+    """
+    Re-collect the inliers among all correspondences and refine the pose on them.
+
+    ``cfg.refine_rounds`` times or until the set stops changing (RANSAC's inliers were counted
+    under a pose fitted to a minimal sample; the refined pose usually admits more).
+
+    :return: (world_from_cam, inliers).
+    """
+    for _ in range(cfg.refine_rounds):
+        res, _ = _residuals_and_jacobian(world_from_cam, points2d, points3d, K)
+        cam_z = (points3d - world_from_cam[:3, 3]) @ world_from_cam[:3, 2]
+        new = (np.linalg.norm(res, axis=1) < cfg.max_reproj_error) & (cam_z > 0)
+        if new.sum() < 6 or np.array_equal(new, inliers):
+            break
+        inliers = new
+        w = np.ones(int(new.sum())) if weights is None else weights[new]
+        world_from_cam = refine_weighted(world_from_cam, points2d[new], points3d[new], K, w)
+    return world_from_cam, inliers
+
+
 def solve_pnp(points2d, points3d, K, image_size, cfg=PnPConfig(), weights=None):
     """
     Estimate world_from_cam with poselib's LO-RANSAC + bundle refinement.
@@ -150,10 +174,12 @@ def solve_pnp(points2d, points3d, K, image_size, cfg=PnPConfig(), weights=None):
     cam_from_world[:3, :3] = pose.R
     cam_from_world[:3, 3] = pose.t
     world_from_cam = invert_pose(cam_from_world)
-    w = None
+    w_all = None if weights is None else np.asarray(weights, dtype=np.float64)
     if weights is not None:
-        w = np.asarray(weights, dtype=np.float64)[inliers]
         world_from_cam = refine_weighted(world_from_cam, points2d[inliers], points3d[inliers],
-                                         K, w)
+                                         K, w_all[inliers])
+    world_from_cam, inliers = recollect_inliers(world_from_cam, inliers, points2d, points3d, K,
+                                                cfg, w_all)
+    w = None if w_all is None else w_all[inliers]
     cov, err = pose_covariance(world_from_cam, points2d[inliers], points3d[inliers], K, w)
     return PnPSolution(world_from_cam, inliers, float(np.median(err)), cov)

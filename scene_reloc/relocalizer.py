@@ -93,7 +93,13 @@ class LocalizerConfig:
     assumes independent pixel noise and is far too small for real, correlated errors (NEES
     375 on dev-20 without the floor); the floor makes it safe to fuse in an EKF."""
     snap_radius_px: float = 12.0
-    """Landmark detector maps: how far a peak may move to its matching keypoint."""
+    """Unused since landmark format 2 (kept so that older maps' settings load)."""
+    weighted_pnp: bool = True
+    """Refine the pose with the scene model's correspondence weights (landmark maps: heatmap
+    values squared) when it gives them."""
+    top_landmarks: int = 8
+    """Landmark detector maps: landmarks a keypoint is compared with (highest heatmaps at its
+    cell first)."""
     retrieved_frames: int = 0
     """Large maps: restrict the candidates (leaves, landmarks) to what this many memorized
     frames most similar to the query (global descriptor) see; 0: search the whole map."""
@@ -174,7 +180,7 @@ class Relocalizer:
             self.scene_model = build_scene_model(manifest, tensors, self.extractor.device)
             self.config = config or LocalizerConfig.from_dict(manifest.get('localizer', {}))
         except DAMAGED_FILE_ERRORS as e:
-            if is_out_of_memory(e):
+            if is_out_of_memory(e) or isinstance(e, SceneMapError):
                 raise
             # The checksums passed (or an old file has no manifest checksum): the manifest was
             # edited and now disagrees with the tensors.
@@ -262,7 +268,8 @@ class Relocalizer:
             return RelocResult(False, TOO_FEW_CORRESPONDENCES, num_correspondences=n,
                                seconds=time.perf_counter() - t0,
                                detail=f'{n} correspondences, need {self.config.min_inliers}')
-        sol = solve_pnp(p2, p3, K, (W, H), self.config.pnp, weights)
+        sol = solve_pnp(p2, p3, K, (W, H), self.config.pnp,
+                        weights if self.config.weighted_pnp else None)
         dt = time.perf_counter() - t0
         if sol is None:
             return RelocResult(False, RANSAC_FAILED, num_correspondences=n, seconds=dt)

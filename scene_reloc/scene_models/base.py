@@ -121,5 +121,10 @@ class SceneModel(ABC):
 
     @staticmethod
     def head_state(tensors):
-        """Return the head's weights: the map's tensors named ``head.*``, unprefixed."""
-        return {k[5:]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith('head.')}
+        """
+        Return the head's weights: the map's tensors named ``head.*``, unprefixed.
+
+        As float32: a map may store them as float16 to halve its size.
+        """
+        return {k[5:]: torch.from_numpy(v).float() for k, v in tensors.items()
+                if k.startswith('head.')}

@@ -15,16 +15,28 @@
 """
 Scene landmark detection (SLD): heatmap peaks of memorized 3D landmarks.
 
-The head predicts one heatmap per landmark on the 1/8 grid; each confident peak is a 2D-3D
-correspondence weighted by its confidence. With ``refinement='keypoints'`` a peak moves to
-the keypoint within ``snap_radius_px`` whose descriptor best matches the landmark's stored
-one (the peak is a few pixels off; a keypoint is sub-pixel), when that match is good enough.
+The head predicts one heatmap per landmark on the 1/8 grid. The heatmap is a coarse prior (a
+cell is 8 pixels); the precision comes from a keypoint. With ``refinement='keypoints'`` (the
+default) every query keypoint looks at the ``top_landmarks`` landmarks whose heatmaps are
+highest at its cell (at least ``min_landmark_confidence``) and takes the one whose stored
+descriptors (those of the memorized keypoints that re-detected it) match its own best, if the
+similarity reaches ``min_similarity``: the heatmaps say which landmarks can be here, the
+descriptor says which one it is, and the keypoint says where, to a pixel (as the region
+classifier's in-leaf matching). With ``refinement='none'`` every confident peak (refined to
+sub-cell precision) is a correspondence. Weights for PnP are the heatmap values squared (SLD*).
 """
 
 import numpy as np
 import torch
 
-from scene_reloc.landmark_head import LandmarkDetector, LandmarkHeadConfig
+from scene_reloc.backbones import GRID_STRIDE
+from scene_reloc.landmark_head import (
+    heatmap_peaks,
+    LANDMARK_FORMATS,
+    LandmarkDetector,
+    LandmarkHeadConfig,
+)
+from scene_reloc.scene_map import SceneMapError
 from scene_reloc.scene_models.base import (
     build_with_weights,
     Correspondences,
@@ -44,6 +56,11 @@ class LandmarkDetectorModel(SceneModel):
         super().__init__(manifest, tensors, device)
         dev = self.device
         cfg = LandmarkHeadConfig(**manifest['head']['config'])
+        if cfg.version not in LANDMARK_FORMATS:
+            raise SceneMapError(
+                f'landmark map format {cfg.version!r} is not one this scene_reloc reads '
+                f'({", ".join(map(str, LANDMARK_FORMATS))}): it was written by a newer '
+                'scene_reloc; update scene_reloc, or memorize the scene again with this one')
         state = self.head_state(tensors)
         # One module per head: check their number before building them (meta tensors cost
         # nothing, but a million modules do).
@@ -56,33 +73,70 @@ class LandmarkDetectorModel(SceneModel):
         self.head = build_with_weights(lambda: LandmarkDetector(cfg), state, 'landmark head')
         self.head.eval().to(dev)
         self.points_xyz = torch.from_numpy(tensors['landmarks.xyz']).to(dev)
-        desc = tensors.get('landmarks.desc')
-        self.landmark_desc = None if desc is None else \
-            torch.from_numpy(desc).to(dev).float() / 127.0
+        # (L, K, D): descriptors of the keypoints that re-detected each landmark (format 2);
+        # a format 1 map has one descriptor per landmark (or none: peaks only).
+        obs = tensors.get('landmarks.observations')
+        if obs is None and tensors.get('landmarks.desc') is not None:
+            obs = tensors['landmarks.desc'][:, None]
+        self.observations = None if obs is None else \
+            torch.from_numpy(obs).to(dev).float() / 127.0
 
     def _snaps(self, config):
-        return config.refinement == 'keypoints' and self.landmark_desc is not None
+        return config.refinement == 'keypoints' and self.observations is not None
 
     def features_needed(self, config):
         return FEATURES_KEYPOINTS if self._snaps(config) else FEATURES_GRID
 
     @torch.inference_mode()
     def correspondences(self, features, image_hw, config, frames=None):
-        xy, conf = self.head.detect(features.grid_desc)
-        keep = conf >= config.min_landmark_confidence
         visible = self.visible_from(frames, len(self.points_xyz))
+        if self._snaps(config):
+            return self._verified_keypoints(features, config, visible)
+        prob = self.head.probabilities(features.grid_desc.permute(2, 0, 1)[None].float())[0]
+        xy, conf = heatmap_peaks(prob)
+        keep = conf >= config.min_landmark_confidence
         if visible is not None:
             keep &= visible
-        if self._snaps(config) and features.keypoints.shape[0]:
-            d = torch.cdist(xy, features.keypoints)                       # (L, N)
-            sim = self.landmark_desc @ features.keypoint_desc.T            # (L, N)
-            sim = torch.where(d <= config.snap_radius_px, sim, torch.full_like(sim, -2.0))
-            best, arg = sim.max(dim=1)
-            snap = best >= config.min_similarity
-            xy = torch.where(snap[:, None], features.keypoints[arg], xy)
         return Correspondences(xy[keep].cpu().numpy().astype(np.float64),
                                self.points_xyz[keep].cpu().numpy().astype(np.float64),
-                               conf[keep].cpu().numpy().astype(np.float64))
+                               (conf[keep] ** 2).cpu().numpy().astype(np.float64))
+
+    def _keypoint_heat(self, features):
+        """(N, L) heatmap values of every landmark at every keypoint's cell."""
+        grid = features.grid_desc
+        hc, wc = grid.shape[:2]
+        kp = features.keypoints
+        cx = ((kp[:, 0] + 0.5) / GRID_STRIDE).long().clamp(0, wc - 1)
+        cy = ((kp[:, 1] + 0.5) / GRID_STRIDE).long().clamp(0, hc - 1)
+        if self.head.cfg.version >= 2:
+            # Per-cell classifiers: evaluate only the cells that hold keypoints.
+            cells, inverse = torch.unique(cy * wc + cx, return_inverse=True)
+            desc = grid.reshape(-1, grid.shape[-1])[cells].float()
+            prob = self.head.probabilities(desc[:, :, None, None])[:, :, 0, 0]     # (U, L)
+            return prob[inverse]
+        prob = self.head.probabilities(grid.permute(2, 0, 1)[None].float())[0]
+        return prob[:, cy, cx].T
+
+    def _verified_keypoints(self, feats, config, visible):
+        """Keypoints matched to the landmarks their cell's heatmaps rank first, by descriptor."""
+        kp = feats.keypoints
+        if kp.shape[0] == 0:
+            return Correspondences(np.zeros((0, 2)), np.zeros((0, 3)), np.zeros(0))
+        heat = self._keypoint_heat(feats)                                    # (N, L)
+        if visible is not None:
+            heat = heat * visible[None]
+        heat, cand = heat.topk(min(config.top_landmarks, heat.shape[1]), dim=1)   # (N, k)
+        sim = torch.einsum('nd,nkjd->nkj', feats.keypoint_desc,
+                           self.observations[cand]).max(dim=2).values            # (N, k)
+        sim = torch.where(heat >= config.min_landmark_confidence, sim,
+                          torch.full_like(sim, -2.0))
+        best, arg = sim.max(dim=1)
+        keep = best >= config.min_similarity
+        landmark = cand[keep, arg[keep]]
+        w = heat[keep, arg[keep]] ** 2
+        return Correspondences(kp[keep].cpu().numpy().astype(np.float64),
+                               self.points_xyz[landmark].cpu().numpy().astype(np.float64),
+                               w.cpu().numpy().astype(np.float64))
 
     def map_points(self):
         return self.points_xyz.cpu().numpy()

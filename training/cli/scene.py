@@ -43,10 +43,17 @@ def add_parsers(sub):
                    choices=['region_classifier', 'landmark_detector'],
                    help='region_classifier: hierarchical partition + region classifier (SRC); '
                         'landmark_detector: salient 3D landmarks + heatmap head (SLD)')
-    p.add_argument('--landmarks', type=int, default=300,
-                   help='landmark_detector: landmarks to select')
-    p.add_argument('--landmarks-per-head', type=int, default=150,
-                   help='landmark_detector: landmarks per head of the ensemble')
+    p.add_argument('--landmarks', type=int, default=0,
+                   help='landmark_detector: landmarks to select (default 0: 50 per memorized '
+                   'frame, 300 to 2000)')
+    p.add_argument('--landmark-heads', type=int, default=1,
+                   help='landmark_detector: networks in the ensemble (landmarks split evenly)')
+    p.add_argument('--landmark-format', type=int, choices=[1, 2], default=2,
+                   help='landmark_detector: 2 (per-cell landmark classifiers, default) or 1 '
+                   '(3x3 convolutional sigmoid heatmaps, the earlier head)')
+    p.add_argument('--landmark-loss', choices=['focal', 'mse'], default='focal',
+                   help='landmark_detector, format 1: heatmap loss (focal: CenterNet; mse: the '
+                   'SLD release)')
     p.add_argument('--landmark-iterations', type=int, default=2000,
                    help='landmark_detector: head training iterations')
     p.add_argument('--iterations', type=int, default=2000,
@@ -117,7 +124,8 @@ def add_parsers(sub):
     p.add_argument('--frames', required=True, help=FRAMES_HELP)
     p.add_argument('--out', required=True, metavar='PNG', help='plot to write')
     p.add_argument('--backbone', default='handcrafted', choices=sorted(BACKBONES))
-    p.add_argument('--landmarks', type=int, default=300)
+    p.add_argument('--landmarks', type=int, default=0,
+                   help='landmarks to select (default 0: 50 per frame, 300 to 2000)')
     p.add_argument('--csv', help='also write the landmarks (x, y, z, saliency, views) here')
     add_common(p)
 
@@ -147,7 +155,8 @@ def cmd_memorize(a):
                          augmentations=a.augmentations, points_per_leaf=a.points_per_leaf,
                          edge_margin=a.edge_margin, depth_offset_m=offset, seed=a.seed,
                          head=a.head, landmarks=a.landmarks,
-                         landmarks_per_head=a.landmarks_per_head,
+                         landmark_heads=a.landmark_heads, landmark_loss=a.landmark_loss,
+                         landmark_format=a.landmark_format,
                          landmark_iterations=a.landmark_iterations, head_init=a.head_init,
                          retrieval_model=a.retrieval_model, name=a.name, frame_id=a.frame_id)
     print(f'memorizing {len(frames)} frames from {a.data} with backbone {a.backbone}, head '

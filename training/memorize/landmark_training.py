@@ -33,6 +33,7 @@ from scene_reloc.landmark_head import (
     heatmap_peaks,
     heatmap_targets,
     LandmarkDetector,
+    mse_heatmap_loss,
 )
 from scene_reloc_training.memorize.augment import augment_with_landmarks
 from scene_reloc_training.memorize.resumable import ResumableRun
@@ -78,30 +79,44 @@ def _crop(buffer, idx, crop_hw, gen):
 
 def train_landmark_head(buffer, cfg, iterations, batch_size, lr, weight_decay, seed, device,
                         crop_hw=(32, 40), checkpoint=None, resume=False, progress=True,
-                        log_every=50, callback=None):
+                        log_every=50, callback=None, loss='focal', cell_batch=1024):
     """
-    Fit a :class:`LandmarkDetector` with the focal heatmap loss; seeded, resumable.
+    Fit a :class:`LandmarkDetector`; seeded, resumable.
+
+    Format 1 heads train on crops of ``batch_size`` buffered grids with a heatmap loss
+    (``focal`` or ``mse``); format 2 heads (per-cell classifiers) on ``cell_batch`` cells, half
+    of them cells a landmark falls in, with cross-entropy.
 
     ``callback(it, model)`` runs every ``log_every`` iterations (the model in eval mode).
 
     :return: (model in eval mode, stats dict).
     """
+    losses = {'focal': focal_heatmap_loss, 'mse': mse_heatmap_loss}
+    if loss not in losses:
+        raise ValueError(f'landmark loss must be one of {", ".join(losses)}, got {loss!r}')
+    loss_fn = losses[loss]
     torch.manual_seed(seed)
     model = LandmarkDetector(cfg).to(device)
     run = ResumableRun(model, iterations, lr, weight_decay, seed, checkpoint, resume)
     gen, start = run.gen, run.start
     n = buffer['grid'].shape[0]
+    if cfg.version >= 2:
+        cells, labels = cell_labels(buffer, cfg.num_landmarks)
+        positives = torch.nonzero(labels < cfg.num_landmarks)[:, 0]
     model.train()
     loss_avg = math.nan
     bar = tqdm(range(start, iterations), desc='training landmark head', unit='it',
                initial=start, total=iterations, disable=not progress)
     for it in bar:
-        idx = torch.randint(n, (batch_size,), generator=gen)
-        g, xy, vis = _crop(buffer, idx, crop_hw, gen)
-        target = heatmap_targets(xy, vis, g.shape[2], g.shape[3])
-        loss = focal_heatmap_loss(model(g.to(device)), target.to(device))
-        run.step(loss)
-        v = float(loss.detach())
+        if cfg.version >= 2:
+            value = _cell_batch_loss(model, cells, labels, positives, cell_batch, gen, device)
+        else:
+            idx = torch.randint(n, (batch_size,), generator=gen)
+            g, xy, vis = _crop(buffer, idx, crop_hw, gen)
+            target = heatmap_targets(xy, vis, g.shape[2], g.shape[3])
+            value = loss_fn(model(g.to(device)), target.to(device))
+        run.step(value)
+        v = float(value.detach())
         loss_avg = v if math.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * v
         if (it + 1) % log_every == 0 or it + 1 == iterations:
             bar.set_postfix(loss=f'{loss_avg:.3f}')
@@ -115,12 +130,44 @@ def train_landmark_head(buffer, cfg, iterations, batch_size, lr, weight_decay, s
     return model, {'final_loss': loss_avg, **buffer_detection(model, buffer, device)}
 
 
+def cell_labels(buffer, num_landmarks):
+    """
+    Every buffered grid cell with the landmark that falls in it.
+
+    :return: (cells (M, D) float16, labels (M,) int64: the landmark nearest the cell's centre
+        among those projecting into it, ``num_landmarks`` where there is none).
+    """
+    grid = buffer['grid']
+    N, D, H, W = grid.shape
+    cells = grid.permute(0, 2, 3, 1).reshape(-1, D).contiguous()
+    labels = np.full(N * H * W, num_landmarks, dtype=np.int64)
+    g = (buffer['xy'] + 0.5) / GRID_STRIDE                                   # (N, L, 2) cells
+    col, row = g[..., 0].floor().long(), g[..., 1].floor().long()
+    inside = buffer['visible'] & (col >= 0) & (col < W) & (row >= 0) & (row < H)
+    off = ((g - g.floor() - 0.5) ** 2).sum(-1)                               # from the centre
+    img, lm = torch.nonzero(inside, as_tuple=True)
+    flat = img * H * W + row[img, lm] * W + col[img, lm]
+    # Farthest first, so that of several landmarks in one cell the nearest is written last
+    # (numpy keeps the last of repeated indices).
+    order = torch.argsort(off[img, lm], descending=True, stable=True)
+    labels[flat[order].numpy()] = lm[order].numpy()
+    return cells, torch.from_numpy(labels)
+
+
+def _cell_batch_loss(model, cells, labels, positives, batch, gen, device):
+    half = batch // 2
+    pos = positives[torch.randint(len(positives), (half,), generator=gen)] if len(positives) \
+        else torch.randint(len(labels), (half,), generator=gen)
+    idx = torch.cat([pos, torch.randint(len(labels), (batch - half,), generator=gen)])
+    return model.cell_loss(cells[idx].float().to(device), labels[idx].to(device))
+
+
 @torch.inference_mode()
 def buffer_detection(model, buffer, device, frames=8):
     """Median pixel error of detected visible landmarks on the first buffered (real) frames."""
     errs = []
     for i in range(min(frames, buffer['grid'].shape[0])):
-        prob = torch.sigmoid(model(buffer['grid'][i:i + 1].float().to(device)))[0]
+        prob = model.probabilities(buffer['grid'][i:i + 1].float().to(device))[0]
         xy, _ = heatmap_peaks(prob)
         v = buffer['visible'][i]
         errs.append(torch.linalg.norm(xy.cpu()[v] - buffer['xy'][i][v], dim=1))

@@ -81,10 +81,20 @@ class MemorizeConfig:
     """Seed of everything random (k-means, augmentation, training)."""
     head: str = 'region_classifier'
     """region_classifier (SRC) or landmark_detector (SLD)."""
-    landmarks: int = 300
-    """landmark_detector: landmarks to select."""
-    landmarks_per_head: int = 150
-    """landmark_detector: landmarks per head of the ensemble."""
+    landmarks: int = 0
+    """landmark_detector: landmarks to select (0: 50 per memorized frame, 300 to 2000)."""
+    landmark_heads: int = 1
+    """landmark_detector: networks in the ensemble (the landmarks are split evenly)."""
+    landmark_lr: float = 1e-2
+    """landmark_detector: peak learning rate of the head (one-cycle)."""
+    landmark_format: int = 2
+    """landmark_detector: 2 (per-cell landmark classifiers, cross-entropy) or 1 (3x3
+    convolutional sigmoid heatmaps, the earlier format, trained with ``landmark_loss``)."""
+    landmark_loss: str = 'focal'
+    """landmark_detector, format 1: heatmap loss, focal (CenterNet) or mse (the SLD release)."""
+    landmark_visibility: str = 'depth'
+    """landmark_detector with depth: a landmark is labelled visible where it projects and the
+    frame's depth agrees (depth), or wherever it projects (projection: no occlusion test)."""
     landmark_iterations: int = 2000
     """landmark_detector: head training iterations."""
     landmark_batch: int = 4
@@ -260,7 +270,10 @@ def localizer_defaults(head):
     """Query settings stored in a new map."""
     if head == 'landmark_detector':
         # A frame sees tens of landmarks, not thousands of keypoints: fewer inliers suffice.
-        return LocalizerConfig(min_inliers=12)
+        # Landmark maps are about 1.5x less precise than region maps (median 1.5-1.8 cm vs
+        # 1.0 cm at dev-20): their covariance floor is 1.5x wider (NEES 7.3 -> 3.4).
+        return LocalizerConfig(min_inliers=12, min_landmark_confidence=0.01,
+                               covariance_floor_m=0.015)
     return LocalizerConfig()
 
 
