@@ -98,6 +98,7 @@ def table(rows):
             'map MB |\n' + '|---' * 10 + '|\n')
     lines = []
     for label, m in rows:
+        label = label.replace(' | ', ', ')
         lines.append(f'| {label} | {m["median_translation_cm"]} | {m["median_rotation_deg"]} | '
                      f'{m.get("rotation_bias_deg")} | '
                      f'{m["recall_5cm_5deg"]:.1%} | {m["recall_2cm_2deg"]:.1%} | '

@@ -63,12 +63,16 @@ def _mean_descriptor_only(reloc):
 
 
 QUERY_ROWS = [
+    ('query: 8 candidate landmarks per keypoint (default 16)', lambda r: setattr(
+        r.config, 'top_landmarks', 8)),
     ('query: heatmap peaks (sub-cell), no keypoints', lambda r: setattr(
         r.config, 'refinement', 'none')),
     ('query: one descriptor per landmark (the mean of its stored ones)', _mean_descriptor_only),
     ('query: unweighted PnP', lambda r: setattr(r.config, 'weighted_pnp', False)),
     ('query: no inlier re-collection after RANSAC', lambda r: setattr(
         r.config.pnp, 'refine_rounds', 0)),
+    ('query: every keypoint matched to a landmark kept (not one per landmark)',
+     lambda r: setattr(r.config, 'one_keypoint_per_landmark', False)),
 ]
 
 

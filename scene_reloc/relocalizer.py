@@ -101,6 +101,9 @@ class LocalizerConfig:
     """Landmark detector maps: landmarks a keypoint is compared with (highest heatmaps at its
     cell first; 16 beat 8 on a validation split of the kitchen, frames apart from the
     benchmark's queries)."""
+    one_keypoint_per_landmark: bool = True
+    """Landmark detector maps: of several keypoints matched to one landmark keep the one whose
+    descriptor matches best (at most one of them is right; the rest slow RANSAC down)."""
     retrieved_frames: int = 0
     """Large maps: restrict the candidates (leaves, landmarks) to what this many memorized
     frames most similar to the query (global descriptor) see; 0: search the whole map."""

@@ -132,11 +132,27 @@ class LandmarkDetectorModel(SceneModel):
                           torch.full_like(sim, -2.0))
         best, arg = sim.max(dim=1)
         keep = best >= config.min_similarity
+        if config.one_keypoint_per_landmark:
+            keep &= self._best_per_landmark(cand[torch.arange(len(arg)), arg], best, keep)
         landmark = cand[keep, arg[keep]]
         w = heat[keep, arg[keep]] ** 2
         return Correspondences(kp[keep].cpu().numpy().astype(np.float64),
                                self.points_xyz[landmark].cpu().numpy().astype(np.float64),
                                w.cpu().numpy().astype(np.float64))
+
+    @staticmethod
+    def _best_per_landmark(landmark_N, score_N, keep_N):
+        """(N,) mask: of the kept keypoints matched to one landmark, the best scoring one."""
+        score = torch.where(keep_N, score_N, torch.full_like(score_N, -3.0))
+        top = torch.full((int(landmark_N.max()) + 1,), -3.0, dtype=score.dtype,
+                         device=score.device)
+        top = top.scatter_reduce(0, landmark_N, score, 'amax')
+        first = torch.zeros_like(keep_N)
+        winners = torch.nonzero(keep_N & (score == top[landmark_N]))[:, 0]
+        # Ties: the first keypoint wins (unique keeps the first index of each landmark).
+        _, pos = np.unique(landmark_N[winners].cpu().numpy(), return_index=True)
+        first[winners[torch.from_numpy(pos).to(winners.device)]] = True
+        return first
 
     def map_points(self):
         return self.points_xyz.cpu().numpy()
