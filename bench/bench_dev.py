@@ -107,6 +107,15 @@ def table(rows):
     return head + '\n'.join(lines)
 
 
+def write_results(out_dir, stem, md, rows):
+    """Print the Markdown table; write it and the rows' metrics JSON as ``out_dir/stem.*``."""
+    print('\n' + md)
+    with open(os.path.join(out_dir, f'{stem}.md'), 'w') as f:
+        f.write(md + '\n')
+    with open(os.path.join(out_dir, f'{stem}.json'), 'w') as f:
+        json.dump([{'row': label, **m} for label, m in rows], f, indent=2)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -174,12 +183,7 @@ def main():
             print(f'# {name}: ours done in {time.time() - t0:.0f} s', file=sys.stderr)
             if not a.no_peer:
                 emit(run_peer(name, mem, queries))
-    md = table(rows)
-    print('\n' + md)
-    with open(os.path.join(a.out, 'results.md'), 'w') as f:
-        f.write(md + '\n')
-    with open(os.path.join(a.out, 'results.json'), 'w') as f:
-        json.dump([{'row': label, **m} for label, m in rows], f, indent=2)
+    write_results(a.out, 'results', table(rows), rows)
 
 
 if __name__ == '__main__':

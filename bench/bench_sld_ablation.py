@@ -34,7 +34,7 @@ import cv2
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_dev import PROTOCOLS  # noqa: E402
+from bench_dev import PROTOCOLS, write_results  # noqa: E402
 
 from scene_reloc.evaluation import compute_metrics, localize_frames  # noqa: E402
 from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder  # noqa: E402
@@ -68,7 +68,8 @@ QUERY_ROWS = [
     ('query: heatmap peaks (sub-cell), no keypoints', lambda r: setattr(
         r.config, 'refinement', 'none')),
     ('query: one descriptor per landmark (the mean of its stored ones)', _mean_descriptor_only),
-    ('query: unweighted PnP', lambda r: setattr(r.config, 'weighted_pnp', False)),
+    ('query: heatmap peaks, unweighted PnP', lambda r: (
+        setattr(r.config, 'refinement', 'none'), setattr(r.config, 'weighted_pnp', False))),
     ('query: no inlier re-collection after RANSAC', lambda r: setattr(
         r.config.pnp, 'refine_rounds', 0)),
     ('query: every keypoint matched to a landmark kept (not one per landmark)',
@@ -132,12 +133,7 @@ def main():
                 reloc = Relocalizer.from_file(default_path, device=a.device)
                 apply(reloc)
                 emit(qlabel, reloc, default_summary)
-    md = table(rows)
-    print('\n' + md)
-    with open(os.path.join(a.out, 'ablation.md'), 'w') as f:
-        f.write(md + '\n')
-    with open(os.path.join(a.out, 'ablation.json'), 'w') as f:
-        json.dump([{'row': label, **m} for label, m in rows], f, indent=2)
+    write_results(a.out, 'ablation', table(rows), rows)
 
 
 if __name__ == '__main__':

@@ -40,8 +40,9 @@ class LandmarkHeadConfig:
     """Shape of the landmark detector (stored in the scene map)."""
 
     version: int = 1
-    """Landmark map format: 1 (before 0.9: one descriptor per landmark, float32 head) or 2
-    (mean descriptor of the re-detections, float16 head); a missing key reads as 1."""
+    """Landmark map format: 1 (the first landmark maps: 3x3 convolutional sigmoid heatmaps, one
+    descriptor per landmark, float32 head) or 2 (per-cell classifiers, the descriptors of the
+    keypoints that re-detected each landmark, float16 head); a missing key reads as 1."""
     in_dim: int = 128
     """Backbone descriptor dimension."""
     hidden: int = 64

@@ -93,10 +93,10 @@ class LocalizerConfig:
     assumes independent pixel noise and is far too small for real, correlated errors (NEES
     375 on dev-20 without the floor); the floor makes it safe to fuse in an EKF."""
     snap_radius_px: float = 12.0
-    """Unused since landmark format 2 (kept so that older maps' settings load)."""
+    """Landmark maps of format 1: how far a peak may move to its matching keypoint."""
     weighted_pnp: bool = True
-    """Refine the pose with the scene model's correspondence weights (landmark maps: heatmap
-    values squared) when it gives them."""
+    """Refine the pose with the scene model's correspondence weights when it gives them
+    (landmark maps queried by their heatmap peaks: the peak values squared)."""
     top_landmarks: int = 16
     """Landmark detector maps: landmarks a keypoint is compared with (highest heatmaps at its
     cell first; 16 beat 8 on a validation split of the kitchen, frames apart from the

@@ -193,3 +193,14 @@ def test_heat_at_keypoint_cells_equals_the_full_heatmaps(sld_scene):
     cx, cy = ((kp + 0.5) / 8).long().unbind(1)
     assert heat.shape == (len(kp), model.points_xyz.shape[0])
     torch.testing.assert_close(heat, full[:, cy, cx].T, atol=1e-5, rtol=1e-4)
+
+
+def test_one_keypoint_per_landmark_keeps_the_best_match():
+    from scene_reloc.scene_models.landmark_detector import LandmarkDetectorModel
+    landmark = torch.tensor([3, 1, 3, 3, 0, 1])
+    score = torch.tensor([0.8, 0.9, 0.95, 0.99, 0.7, 0.9])
+    keep = torch.tensor([True, True, True, False, True, True])
+    best = LandmarkDetectorModel._best_per_landmark(landmark, score, keep)
+    # Landmark 3: keypoint 3 scores highest but was not kept, so keypoint 2; landmark 1: a
+    # tie between 1 and 5, the first wins; landmark 0: its only keypoint.
+    assert best.tolist() == [False, True, True, False, True, False]

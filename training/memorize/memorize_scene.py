@@ -266,12 +266,14 @@ def _memorize_regions(images, coords, feats, extractor, cfg, out_path, resume, p
     return region_tensors(material, model), head_cfg, summary
 
 
-def localizer_defaults(head):
-    """Query settings stored in a new map."""
-    if head == 'landmark_detector':
-        # A frame sees tens of landmarks, not thousands of keypoints: fewer inliers suffice.
-        # Landmark maps are about 1.5x less precise than region maps (median 1.5-1.8 cm vs
-        # 1.0 cm at dev-20): their covariance floor is 1.5x wider (NEES 7.3 -> 3.4).
+def localizer_defaults(cfg):
+    """Query settings stored in a new map (of ``cfg.head``)."""
+    if cfg.head == 'landmark_detector':
+        if cfg.landmark_format < 2:
+            # A frame sees tens of landmarks, not thousands of keypoints: fewer inliers suffice.
+            return LocalizerConfig(min_inliers=12)
+        # Keypoints compare with every landmark a softmax gives 1 % or more. The covariance
+        # floor is 1.5 cm: the median error is about 1.2 cm, not 1.0 (NEES 2.0 at dev-20).
         return LocalizerConfig(min_inliers=12, min_landmark_confidence=0.01,
                                covariance_floor_m=0.015)
     return LocalizerConfig()
@@ -291,7 +293,7 @@ def write_map(out_path, tensors, head_cfg, summary, extractor, cfg, frames, fram
                      'weights_path': extractor.weights_path,
                      'descriptor_dim': extractor.descriptor_dim},
         'head': {'config': head_cfg.to_dict()},
-        'localizer': localizer_defaults(cfg.head).to_dict(),
+        'localizer': localizer_defaults(cfg).to_dict(),
         'training': cfg_dict,
         'frames': {'root': os.path.abspath(frame_root) if frame_root else '',
                    'stems': [f.stem for f in frames]},
