@@ -8,13 +8,14 @@ DEMO_DIR ?= out/demo
 
 .PHONY: setup test lint demo bench bench-synthetic bench-node check-bags corpus bench-fewshot \
 	bench-throughput shipped-weights retrieval-models retrieval-weights bench-retrieval bench-site \
-	bench-reliability clean help
+	bench-reliability bench-sld-ablation clean help
 
 help:
 	@echo "make setup   - create $(VENV) with the pinned dependencies (idempotent)"
 	@echo "make test    - set up if needed, run the whole test suite (lint included)"
 	@echo "make demo    - set up if needed, synthetic scene -> memorize -> evaluate -> report"
 	@echo "make bench   - the real-data benchmark (needs DATA=... WEIGHTS=..., see README)"
+	@echo "make bench-sld-ablation - what each part of the landmark detector is worth (dev-20)"
 	@echo "make bench-node - the node under a 640x480 30 Hz camera for 5 minutes"
 	@echo "make bench-reliability - fuzzing, damaged maps, 200 lifecycle cycles, 10-minute soak"
 	@echo "make check-bags - read the real ROS 2 bags (BAGS=...)"
@@ -48,6 +49,9 @@ DATA ?= ../shared/data/7scenes_redkitchen_dev
 WEIGHTS ?= ../shared/weights
 bench: setup
 	$(PY) bench/bench_dev.py --data $(DATA) --weights $(WEIGHTS) --out out/bench
+
+bench-sld-ablation: setup
+	$(PY) bench/bench_sld_ablation.py --data $(DATA) --weights $(WEIGHTS) --out out/sld_ablation
 
 bench-synthetic: setup
 	$(PY) bench/bench_dev.py --synthetic-only --out out/bench
