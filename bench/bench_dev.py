@@ -128,8 +128,12 @@ def main():
     p.add_argument('--heads', default='region,landmark',
                    help='scene models to run: region (SRC), landmark (SLD), or both')
     p.add_argument('--threads', type=int, default=2, help='CPU threads (torch and OpenCV)')
+    p.add_argument('--device', default='cpu',
+                   help='cpu | cuda | auto: where our models memorize and query (the peer is CPU)')
     p.add_argument('--out', default='out/bench')
     a = p.parse_args()
+    if a.device.startswith('cuda') and not torch.cuda.is_available():
+        sys.exit('--device cuda: no CUDA device here (torch sees none); use --device cpu')
     torch.set_num_threads(a.threads)
     cv2.setNumThreads(a.threads)
     os.makedirs(a.out, exist_ok=True)
@@ -150,16 +154,16 @@ def main():
     heads = a.heads.split(',')
     have_weights = bool(weights and os.path.exists(weights))
     if 'region' in heads:
-        emit(run_ours('synthetic-20/50', mem, queries, MemorizeConfig(device='cpu'), a.out))
+        emit(run_ours('synthetic-20/50', mem, queries, MemorizeConfig(device=a.device), a.out))
         if have_weights:
             emit(run_ours('synthetic-20/50', mem, queries, MemorizeConfig(
-                backbone=a.backbone, backbone_weights=weights, device='cpu'), a.out, False))
+                backbone=a.backbone, backbone_weights=weights, device=a.device), a.out, False))
     if 'landmark' in heads:
         emit(run_landmarks('synthetic-20/50', mem, queries, MemorizeConfig(
-            device='cpu', head='landmark_detector'), a.out))
+            device=a.device, head='landmark_detector'), a.out))
         if have_weights:
             emit(run_landmarks('synthetic-20/50', mem, queries, MemorizeConfig(
-                backbone=a.backbone, backbone_weights=weights, device='cpu',
+                backbone=a.backbone, backbone_weights=weights, device=a.device,
                 head='landmark_detector'), a.out))
     if not a.no_peer:
         emit(run_peer('synthetic-20/50', mem, queries))
@@ -173,7 +177,7 @@ def main():
             mem_spec, q_spec = PROTOCOLS[name]
             mem = folder.frames(parse_frame_list(mem_spec, folder))
             queries = folder.frames(parse_frame_list(q_spec, folder))
-            cfg = MemorizeConfig(backbone=a.backbone, backbone_weights=weights, device='cpu')
+            cfg = MemorizeConfig(backbone=a.backbone, backbone_weights=weights, device=a.device)
             t0 = time.time()
             if 'region' in heads:
                 emit(run_ours(name, mem, queries, cfg, a.out))
