@@ -28,6 +28,7 @@ from scene_reloc_training.memorize.feature_buffer import FrameFeatures
 from scene_reloc_training.memorize.landmark_training import cell_labels
 from scene_reloc_training.memorize.landmarks import (
     auto_landmark_count,
+    auto_observation_count,
     observation_descriptors,
     redetections,
 )
@@ -65,6 +66,7 @@ def test_redetections_count_keypoints_near_the_projection_and_average_their_desc
 
 
 def test_landmark_count_grows_with_the_frames():
+    assert [auto_observation_count(n) for n in (10, 20, 100, 500)] == [3, 3, 6, 8]
     assert auto_landmark_count(2) == 300
     assert auto_landmark_count(20) == 1000
     assert auto_landmark_count(100) == 2000

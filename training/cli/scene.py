@@ -46,6 +46,9 @@ def add_parsers(sub):
     p.add_argument('--landmarks', type=int, default=0,
                    help='landmark_detector: landmarks to select (default 0: 50 per memorized '
                    'frame, 300 to 2000)')
+    p.add_argument('--landmark-observations', type=int, default=0,
+                   help='landmark_detector: descriptors stored per landmark (default 0: one per '
+                   '16 frames, 3 to 8)')
     p.add_argument('--landmark-heads', type=int, default=1,
                    help='landmark_detector: networks in the ensemble (landmarks split evenly)')
     p.add_argument('--landmark-format', type=int, choices=[1, 2], default=2,
@@ -157,6 +160,7 @@ def cmd_memorize(a):
                          head=a.head, landmarks=a.landmarks,
                          landmark_heads=a.landmark_heads, landmark_loss=a.landmark_loss,
                          landmark_format=a.landmark_format,
+                         landmark_observations=a.landmark_observations,
                          landmark_iterations=a.landmark_iterations, head_init=a.head_init,
                          retrieval_model=a.retrieval_model, name=a.name, frame_id=a.frame_id)
     print(f'memorizing {len(frames)} frames from {a.data} with backbone {a.backbone}, head '

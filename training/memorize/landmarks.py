@@ -158,6 +158,11 @@ def auto_landmark_count(num_frames):
     return int(np.clip(LANDMARKS_PER_FRAME * num_frames, lo, hi))
 
 
+def auto_observation_count(num_frames):
+    """Return the descriptors stored per landmark for ``num_frames`` memorized frames."""
+    return int(np.clip(num_frames // 16, 3, 8))
+
+
 def redetections(vis, xy, frame_feats, radius_px=3.0, chunk=4096):
     """
     Where the memorized frames' detector fired on each point again.
@@ -218,7 +223,8 @@ def observation_descriptors(vis, xy, frame_feats, per_landmark=3, radius_px=3.0)
 
 def select_landmarks(frame_feats, poses, Ks, depths, num=0,
                      radii=(0.4, 0.2, 0.1, 0.05), min_views=2, min_per_frame=25,
-                     extra_budget=0.25, sizes_wh=None, redetect_px=3.0, occlusion_test=True):
+                     extra_budget=0.25, sizes_wh=None, redetect_px=3.0, occlusion_test=True,
+                     observations=3):
     """
     Pick ``num`` salient, well-spread landmarks (see the module docstring).
 
@@ -293,7 +299,7 @@ def select_landmarks(frame_feats, poses, Ks, depths, num=0,
             chosen.append(i)
     chosen = np.array(chosen, dtype=np.int64)
     sel_vis, sel_xy = visible_in(xyz[chosen], desc[chosen])
-    obs = observation_descriptors(sel_vis, sel_xy, frame_feats, radius_px=redetect_px)
+    obs = observation_descriptors(sel_vis, sel_xy, frame_feats, observations, redetect_px)
     return LandmarkSet(xyz[chosen].astype(np.float32), saliency[chosen], sel_vis,
                        sel_xy.astype(np.float32), desc[chosen], redet[chosen], obs)
 

@@ -24,7 +24,7 @@ from scene_reloc_training.memorize.landmark_training import (
     build_landmark_buffer,
     train_landmark_head,
 )
-from scene_reloc_training.memorize.landmarks import select_landmarks
+from scene_reloc_training.memorize.landmarks import auto_observation_count, select_landmarks
 
 
 def memorize_landmarks(frames, images, feats, depths, extractor, cfg, out_path, resume, progress,
@@ -40,7 +40,9 @@ def memorize_landmarks(frames, images, feats, depths, extractor, cfg, out_path, 
                          f'got {cfg.landmark_format!r}')
     lms = select_landmarks(feats, poses, [f.K for f in frames], depths, cfg.landmarks,
                            sizes_wh=[(im.shape[1], im.shape[0]) for im in images],
-                           occlusion_test=cfg.landmark_visibility == 'depth')
+                           occlusion_test=cfg.landmark_visibility == 'depth',
+                           observations=cfg.landmark_observations or
+                           auto_observation_count(len(frames)))
     if len(lms.xyz) < 8:
         raise ValueError(f'only {len(lms.xyz)} landmarks could be selected: memorize more '
                          'frames, or frames with more texture and valid depth')

@@ -83,6 +83,9 @@ class MemorizeConfig:
     """region_classifier (SRC) or landmark_detector (SLD)."""
     landmarks: int = 0
     """landmark_detector: landmarks to select (0: 50 per memorized frame, 300 to 2000)."""
+    landmark_observations: int = 0
+    """landmark_detector: re-detected keypoint descriptors stored per landmark (0: one per 16
+    memorized frames, 3 to 8: more frames span more viewpoints)."""
     landmark_heads: int = 1
     """landmark_detector: networks in the ensemble (the landmarks are split evenly)."""
     landmark_lr: float = 1e-2
