@@ -46,9 +46,9 @@ MEMORIZE_ROWS = [
     ('300 landmarks', {'landmarks': 300}),
     ('ensemble of 2 heads', {'landmark_heads': 2}),
     ('format 1: 3x3 conv sigmoid heatmaps, focal loss, 300 landmarks',
-     {'landmark_format': 1, 'landmarks': 300, 'landmark_lr': 3e-3}),
+     {'landmark_format': 1, 'landmarks': 300}),
     ('format 1: 3x3 conv sigmoid heatmaps, MSE loss (SLD release), 300 landmarks',
-     {'landmark_format': 1, 'landmark_loss': 'mse', 'landmarks': 300, 'landmark_lr': 3e-3}),
+     {'landmark_format': 1, 'landmark_loss': 'mse', 'landmarks': 300}),
     ('visibility labels without the depth (occlusion) test',
      {'landmark_visibility': 'projection'}),
     # The same default, trained from other seeds: how much of a difference is noise.

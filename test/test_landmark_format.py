@@ -167,7 +167,7 @@ def test_a_format_1_map_still_localizes(small_scene, tmp_path):
     path = str(tmp_path / 'v1.map')
     memorize(PosedFrameFolder(root).frames(mem), path, MemorizeConfig(
         backbone='handcrafted', device='cpu', head='landmark_detector', landmarks=80,
-        landmark_format=1, landmark_lr=3e-3, landmark_iterations=150, augmentations=1,
+        landmark_format=1, landmark_iterations=150, augmentations=1,
         max_keypoints=1024), progress=False)
     manifest, tensors = load_scene_map(path)
     old = str(tmp_path / 'old.map')

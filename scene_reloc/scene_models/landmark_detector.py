@@ -111,34 +111,32 @@ class LandmarkDetectorModel(SceneModel):
             best, arg = sim.max(dim=1)
             snap = best >= config.min_similarity
             xy = torch.where(snap[:, None], features.keypoints[arg], xy)
-            return Correspondences(xy[keep].cpu().numpy().astype(np.float64),
-                                   self.points_xyz[keep].cpu().numpy().astype(np.float64),
-                                   conf[keep].cpu().numpy().astype(np.float64))
+        # Format 1 weighs by the peak value (as it always did), format 2 by its square (SLD*).
+        w = conf if self.head.cfg.version < 2 else conf ** 2
         return Correspondences(xy[keep].cpu().numpy().astype(np.float64),
                                self.points_xyz[keep].cpu().numpy().astype(np.float64),
-                               (conf[keep] ** 2).cpu().numpy().astype(np.float64))
+                               w[keep].cpu().numpy().astype(np.float64))
 
     def _keypoint_heat(self, features):
-        """(N, L) heatmap values of every landmark at every keypoint's cell."""
+        """
+        (N, L) heatmap values of every landmark at every keypoint's cell.
+
+        Format 2 heads are per-cell classifiers: they run only on the cells that hold keypoints.
+        """
         grid = features.grid_desc
         hc, wc = grid.shape[:2]
         kp = features.keypoints
         cx = ((kp[:, 0] + 0.5) / GRID_STRIDE).long().clamp(0, wc - 1)
         cy = ((kp[:, 1] + 0.5) / GRID_STRIDE).long().clamp(0, hc - 1)
-        if self.head.cfg.version >= 2:
-            # Per-cell classifiers: evaluate only the cells that hold keypoints.
-            cells, inverse = torch.unique(cy * wc + cx, return_inverse=True)
-            desc = grid.reshape(-1, grid.shape[-1])[cells].float()
-            prob = self.head.probabilities(desc[:, :, None, None])[:, :, 0, 0]     # (U, L)
-            return prob[inverse]
-        prob = self.head.probabilities(grid.permute(2, 0, 1)[None].float())[0]
-        return prob[:, cy, cx].T
+        cells, inverse = torch.unique(cy * wc + cx, return_inverse=True)
+        desc = grid.reshape(-1, grid.shape[-1])[cells].float()
+        return self.head.probabilities(desc[:, :, None, None])[:, :, 0, 0][inverse]
 
     def _verified_keypoints(self, feats, config, visible):
         """Keypoints matched to the landmarks their cell's heatmaps rank first, by descriptor."""
         kp = feats.keypoints
         if kp.shape[0] == 0:
-            return Correspondences(np.zeros((0, 2)), np.zeros((0, 3)), np.zeros(0))
+            return Correspondences(np.zeros((0, 2)), np.zeros((0, 3)))
         heat = self._keypoint_heat(feats)                                    # (N, L)
         if visible is not None:
             heat = heat * visible[None]

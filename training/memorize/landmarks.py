@@ -163,18 +163,13 @@ def auto_observation_count(num_frames):
     return int(np.clip(num_frames // 16, 3, 8))
 
 
-def redetections(vis, xy, frame_feats, radius_px=3.0, chunk=4096):
+def _redetection_hits(vis, xy, frame_feats, radius_px, chunk=4096):
     """
-    Where the memorized frames' detector fired on each point again.
+    Yield (frame, point indices, keypoint indices) of the re-detections.
 
-    :param vis: (F, N) visibility; :param xy: (F, N, 2) projections.
-    :return: (count (N,) of frames with a keypoint within ``radius_px`` of the projection,
-        unit mean descriptor (N, D) of those keypoints; zero rows where there is none).
+    In each frame: the visible points with a keypoint within ``radius_px`` of their projection,
+    and that (nearest) keypoint.
     """
-    F, N = vis.shape
-    D = frame_feats[0].kp_desc.shape[1]
-    count = np.zeros(N, np.int64)
-    acc = torch.zeros(N, D)
     for f, ff in enumerate(frame_feats):
         idx = np.flatnonzero(vis[f])
         if len(idx) == 0 or len(ff.kp_xy) == 0:
@@ -182,13 +177,27 @@ def redetections(vis, xy, frame_feats, radius_px=3.0, chunk=4096):
         kp = torch.from_numpy(np.asarray(ff.kp_xy, np.float32))
         for s in range(0, len(idx), chunk):
             part = idx[s:s + chunk]
-            d = torch.cdist(torch.from_numpy(np.nan_to_num(xy[f, part])).float(), kp)
-            near, arg = d.min(1)
+            near, arg = torch.cdist(torch.from_numpy(np.nan_to_num(xy[f, part])).float(),
+                                    kp).min(1)
             hit = (near <= radius_px).numpy()
-            count[part[hit]] += 1
-            acc[torch.from_numpy(part[hit])] += ff.kp_desc[arg[torch.from_numpy(hit)]].float()
-    desc = torch.nn.functional.normalize(acc, dim=1).numpy()
-    return count, desc
+            yield f, part[hit], arg[torch.from_numpy(hit)]
+
+
+def redetections(vis, xy, frame_feats, radius_px=3.0):
+    """
+    Where the memorized frames' detector fired on each point again.
+
+    :param vis: (F, N) visibility; :param xy: (F, N, 2) projections.
+    :return: (count (N,) of frames with a keypoint within ``radius_px`` of the projection,
+        unit mean descriptor (N, D) of those keypoints; zero rows where there is none).
+    """
+    N = vis.shape[1]
+    count = np.zeros(N, np.int64)
+    acc = torch.zeros(N, frame_feats[0].kp_desc.shape[1])
+    for f, points, kps in _redetection_hits(vis, xy, frame_feats, radius_px):
+        count[points] += 1
+        acc[torch.from_numpy(points)] += frame_feats[f].kp_desc[kps].float()
+    return count, torch.nn.functional.normalize(acc, dim=1).numpy()
 
 
 def observation_descriptors(vis, xy, frame_feats, per_landmark=3, radius_px=3.0):
@@ -201,19 +210,13 @@ def observation_descriptors(vis, xy, frame_feats, per_landmark=3, radius_px=3.0)
 
     :return: (L, per_landmark, D) float32, zero rows where there are fewer observations.
     """
-    F, L = vis.shape
-    D = frame_feats[0].kp_desc.shape[1]
+    L = vis.shape[1]
     hits = [[] for _ in range(L)]
-    for f, ff in enumerate(frame_feats):
-        idx = np.flatnonzero(vis[f])
-        if len(idx) == 0 or len(ff.kp_xy) == 0:
-            continue
-        d = torch.cdist(torch.from_numpy(np.nan_to_num(xy[f, idx])).float(),
-                        torch.from_numpy(np.asarray(ff.kp_xy, np.float32)))
-        near, arg = d.min(1)
-        for i, a in zip(idx[(near <= radius_px).numpy()], arg[near <= radius_px].numpy()):
-            hits[i].append(ff.kp_desc[a].float().numpy())
-    out = np.zeros((L, per_landmark, D), np.float32)
+    for f, points, kps in _redetection_hits(vis, xy, frame_feats, radius_px):
+        desc = frame_feats[f].kp_desc[kps].float().numpy()
+        for i, d in zip(points, desc):
+            hits[i].append(d)
+    out = np.zeros((L, per_landmark, frame_feats[0].kp_desc.shape[1]), np.float32)
     for i, h in enumerate(hits):
         if h:
             pick = np.unique(np.linspace(0, len(h) - 1, min(per_landmark, len(h))).round())

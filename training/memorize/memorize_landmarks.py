@@ -56,8 +56,8 @@ def memorize_landmarks(frames, images, feats, depths, extractor, cfg, out_path, 
                                    progress)
     t_buffer = time.perf_counter() - t0
     model, stats = train_landmark_head(
-        buffer, head_cfg, cfg.landmark_iterations, cfg.landmark_batch, cfg.landmark_lr,
-        cfg.weight_decay,
+        buffer, head_cfg, cfg.landmark_iterations, cfg.landmark_batch,
+        cfg.landmark_lr if cfg.landmark_format >= 2 else cfg.lr, cfg.weight_decay,
         cfg.seed, extractor.device, checkpoint=out_path + '.ckpt', resume=resume,
         progress=progress, loss=cfg.landmark_loss)
     lo, med, hi = lms.coverage()

@@ -89,7 +89,8 @@ class MemorizeConfig:
     landmark_heads: int = 1
     """landmark_detector: networks in the ensemble (the landmarks are split evenly)."""
     landmark_lr: float = 1e-2
-    """landmark_detector: peak learning rate of the head (one-cycle)."""
+    """landmark_detector, format 2: peak learning rate of the head (one-cycle; format 1 heads
+    train with ``lr``, as they always did)."""
     landmark_format: int = 2
     """landmark_detector: 2 (per-cell landmark classifiers, cross-entropy) or 1 (3x3
     convolutional sigmoid heatmaps, the earlier format, trained with ``landmark_loss``)."""
