@@ -17,8 +17,10 @@
 import torch
 import torch.nn.functional as F
 
+NMS_RADIUS = 2
 
-def detect_keypoints(scores_HW, max_keypoints, nms_radius=2, border=4, min_score=1e-3):
+
+def detect_keypoints(scores_HW, max_keypoints, nms_radius=NMS_RADIUS, border=4, min_score=1e-3):
     """
     Pick the strongest local maxima of a score map.
 
@@ -26,21 +28,37 @@ def detect_keypoints(scores_HW, max_keypoints, nms_radius=2, border=4, min_score
     :param max_keypoints: keep at most this many.
     :return: (points_N2 float (x, y) with sub-pixel refinement, scores_N).
     """
+    peaks = nms_peaks(scores_HW[None, None], nms_radius)[0, 0]
+    return select_keypoints(scores_HW, peaks, max_keypoints, nms_radius, border, min_score)
+
+
+def nms_peaks(scores_B1HW, nms_radius=NMS_RADIUS):
+    """Keep the scores that are the maximum of their (2 r + 1)^2 window; 0 elsewhere."""
+    r = nms_radius
+    is_max = scores_B1HW == F.max_pool2d(scores_B1HW, 2 * r + 1, stride=1, padding=r)
+    return torch.where(is_max, scores_B1HW, torch.zeros_like(scores_B1HW))
+
+
+def select_keypoints(scores_HW, peaks_HW, max_keypoints, nms_radius=NMS_RADIUS, border=4,
+                     min_score=1e-3):
+    """
+    Take the strongest peaks of :func:`nms_peaks` away from the border, refined to sub-pixel.
+
+    ``peaks_HW`` may be computed over a zero-padded image (as the ONNX graph does) and cropped:
+    a kept peak is at least ``max(border, r)`` pixels inside, so its window never saw padding.
+    """
     H, W = scores_HW.shape
     r = nms_radius
-    s = scores_HW[None, None]
-    is_max = s == F.max_pool2d(s, 2 * r + 1, stride=1, padding=r)
-    valid = is_max[0, 0] & (scores_HW > min_score)
     b = max(border, r)
-    valid[:b] = False
-    valid[-b:] = False
-    valid[:, :b] = False
-    valid[:, -b:] = False
-    ys, xs = torch.nonzero(valid, as_tuple=True)
-    vals = scores_HW[ys, xs]
+    inner = peaks_HW[b:H - b, b:W - b]
+    flat = inner.reshape(-1)
+    idx = torch.nonzero(flat > min_score, as_tuple=True)[0]
+    vals = flat[idx]
     if vals.numel() > max_keypoints:
         vals, order = torch.topk(vals, max_keypoints)
-        ys, xs = ys[order], xs[order]
+        idx = idx[order]
+    ys = idx // inner.shape[1] + b
+    xs = idx % inner.shape[1] + b
     # Sub-pixel position: softmax-weighted mean of the scores in the NMS window, as ALIKE's DKD.
     offs = torch.arange(-r, r + 1, device=scores_HW.device)
     dy, dx = torch.meshgrid(offs, offs, indexing='ij')

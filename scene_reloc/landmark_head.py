@@ -104,6 +104,21 @@ class LandmarkDetector(nn.Module):
         return torch.cat([torch.softmax(head(grid_BDHW), dim=1)[:, :-1]
                           for head in self.heads], dim=1)
 
+    def cell_probabilities(self, desc_ND):
+        """
+        Format 2: every landmark's probability at cells with descriptors ``desc_ND``, (N, L).
+
+        The same numbers as :meth:`probabilities` on those cells, as matrix products.
+        """
+        out = []
+        for head in self.heads:
+            x = desc_ND
+            for layer in head:
+                x = F.linear(x, layer.weight[:, :, 0, 0], layer.bias) \
+                    if isinstance(layer, nn.Conv2d) else layer(x)
+            out.append(torch.softmax(x, dim=1)[:, :-1])
+        return torch.cat(out, dim=1)
+
     def cell_loss(self, desc_BD, label_B):
         """
         Return the format 2 training loss, summed over the heads.

@@ -41,6 +41,12 @@ class PnPConfig:
     """RANSAC iterations at least."""
     success_prob: float = 0.9999
     """Stop when an all-inlier sample has been drawn with this probability."""
+    ransac_subset: int = 0
+    """RANSAC on only the this many best-scored correspondences (0: all of them); the inliers
+    are then re-collected among all (``refine_rounds``). Cheaper when the scores rank the good
+    matches first, as descriptor similarity does."""
+    progressive: bool = False
+    """PROSAC: sample the best-scored correspondences first."""
     refine_rounds: int = 4
     """After RANSAC: rounds of re-collecting the inliers among all correspondences under the
     current pose and refining on them (DSAC*-style), until the inlier set stops changing."""
@@ -56,6 +62,13 @@ class PnPSolution:
 
 def _skew(v):
     return np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+
+
+def _project(world_from_cam, points3d, K):
+    """Pixels (N, 2) of world points and their depth (N,) in the camera."""
+    Xc = (points3d - world_from_cam[:3, 3]) @ world_from_cam[:3, :3]
+    Z = Xc[:, 2]
+    return np.stack([K[0, 0] * Xc[:, 0] / Z + K[0, 2], K[1, 1] * Xc[:, 1] / Z + K[1, 2]], -1), Z
 
 
 def _residuals_and_jacobian(world_from_cam, points2d, points3d, K):
@@ -105,8 +118,13 @@ def pose_covariance(world_from_cam, points2d, points3d, K, weights=None):
     return cov, np.linalg.norm(res, axis=1)
 
 
-def refine_weighted(world_from_cam, points2d, points3d, K, weights, iterations=10):
-    """Weighted Gauss-Newton refinement of world_from_cam (left perturbation, as above)."""
+def refine_weighted(world_from_cam, points2d, points3d, K, weights, iterations=10, tol=1e-9):
+    """
+    Weighted Gauss-Newton refinement of world_from_cam (left perturbation, as above).
+
+    Stops when a step moves the pose by less than ``tol`` (metres / radians): from a RANSAC
+    pose it converges in 2-4 steps.
+    """
     T = world_from_cam.copy()
     w2 = np.repeat(np.asarray(weights, float) / np.mean(weights), 2)
     for _ in range(iterations):
@@ -122,7 +140,7 @@ def refine_weighted(world_from_cam, points2d, points3d, K, weights, iterations=1
             dR = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
             T[:3, :3] = dR @ T[:3, :3]
         T[:3, 3] += delta[:3]
-        if np.linalg.norm(delta) < 1e-10:
+        if np.linalg.norm(delta) < tol:
             break
     return T
 
@@ -137,9 +155,8 @@ def recollect_inliers(world_from_cam, inliers, points2d, points3d, K, cfg, weigh
     :return: (world_from_cam, inliers).
     """
     for _ in range(cfg.refine_rounds):
-        res, _ = _residuals_and_jacobian(world_from_cam, points2d, points3d, K)
-        cam_z = (points3d - world_from_cam[:3, 3]) @ world_from_cam[:3, 2]
-        new = (np.linalg.norm(res, axis=1) < cfg.max_reproj_error) & (cam_z > 0)
+        uv, cam_z = _project(world_from_cam, points3d, K)
+        new = (np.linalg.norm(uv - points2d, axis=1) < cfg.max_reproj_error) & (cam_z > 0)
         if new.sum() < 6 or np.array_equal(new, inliers):
             break
         inliers = new
@@ -148,7 +165,7 @@ def recollect_inliers(world_from_cam, inliers, points2d, points3d, K, cfg, weigh
     return world_from_cam, inliers
 
 
-def solve_pnp(points2d, points3d, K, image_size, cfg=PnPConfig(), weights=None):
+def solve_pnp(points2d, points3d, K, image_size, cfg=PnPConfig(), weights=None, scores=None):
     """
     Estimate world_from_cam with poselib's LO-RANSAC + bundle refinement.
 
@@ -166,8 +183,18 @@ def solve_pnp(points2d, points3d, K, image_size, cfg=PnPConfig(), weights=None):
               'params': [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]}
     ransac = {'max_reproj_error': cfg.max_reproj_error, 'max_iterations': cfg.max_iterations,
               'min_iterations': cfg.min_iterations, 'success_prob': cfg.success_prob}
-    pose, info = poselib.estimate_absolute_pose(points2d, points3d, camera, ransac, {})
-    inliers = np.asarray(info.get('inliers', []), dtype=bool)
+    order = np.arange(len(points2d))
+    if scores is not None and (cfg.progressive or 0 < cfg.ransac_subset < len(points2d)):
+        order = np.argsort(-np.asarray(scores), kind='stable')
+        if cfg.ransac_subset > 0:
+            order = order[:cfg.ransac_subset]
+        ransac['progressive_sampling'] = bool(cfg.progressive)
+    pose, info = poselib.estimate_absolute_pose(points2d[order], points3d[order], camera,
+                                                ransac, {})
+    inliers = np.zeros(len(points2d), dtype=bool)
+    got = np.asarray(info.get('inliers', []), dtype=bool)
+    if got.shape == order.shape:
+        inliers[order[got]] = True
     if inliers.sum() < 4:
         return None
     cam_from_world = np.eye(4)

@@ -273,7 +273,7 @@ class Relocalizer:
                                seconds=time.perf_counter() - t0,
                                detail=f'{n} correspondences, need {self.config.min_inliers}')
         sol = solve_pnp(p2, p3, K, (W, H), self.config.pnp,
-                        weights if self.config.weighted_pnp else None)
+                        weights if self.config.weighted_pnp else None, corr.scores)
         dt = time.perf_counter() - t0
         if sol is None:
             return RelocResult(False, RANSAC_FAILED, num_correspondences=n, seconds=dt)

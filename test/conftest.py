@@ -27,6 +27,18 @@ from scene_reloc_training.memorize.memorize_scene import memorize, MemorizeConfi
 
 SHARED = os.path.join(os.path.dirname(__file__), '..', '..', 'shared')
 
+
+@pytest.fixture(scope='session', autouse=True)
+def _private_cache(tmp_path_factory):
+    """Keep exported ONNX graphs out of the user's ~/.cache (child processes inherit it)."""
+    old = os.environ.get('SCENE_RELOC_CACHE')
+    os.environ['SCENE_RELOC_CACHE'] = str(tmp_path_factory.mktemp('cache'))
+    yield
+    if old is None:
+        del os.environ['SCENE_RELOC_CACHE']
+    else:
+        os.environ['SCENE_RELOC_CACHE'] = old
+
 # Small but real: 160x120 images, a 16 x 16 partition, a short training run.
 SMALL_CFG = dict(backbone='handcrafted', device='cpu', k1=16, k2=16, iterations=300,
                  augmentations=2, max_keypoints=1024, seed=0)

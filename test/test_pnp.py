@@ -41,6 +41,27 @@ def test_recovers_pose_through_outliers():
     assert sol.reprojection_error_px < 1.5
 
 
+def test_ransac_on_the_best_scored_subset_recollects_inliers_among_all():
+    """RANSAC sees only the best-scored correspondences; the pose and inliers use all of them."""
+    rng = np.random.default_rng(4)
+    T, uv, X = scene(rng, 1000, noise_px=0.5, outliers=0.7)
+    good = np.arange(1000) >= 700
+    # Similarity ranks good matches higher on average, not perfectly.
+    scores = np.where(good, rng.uniform(0.8, 1.0, 1000), rng.uniform(0.75, 0.95, 1000))
+    full = solve_pnp(uv, X, K, (640, 480), PnPConfig())
+    sub = solve_pnp(uv, X, K, (640, 480), PnPConfig(ransac_subset=150), scores=scores)
+    for sol in (full, sub):
+        t, r = pose_error(sol.world_from_cam, T)
+        assert t < 0.01 and r < 0.3
+    assert sub.inliers.sum() > 280                   # far more than the 150 RANSAC saw
+    assert sub.inliers[good].mean() > 0.95 and sub.inliers[~good].mean() < 0.05
+    assert (sub.inliers != full.inliers).sum() <= 3     # the same least-squares pose, nearly
+    assert np.abs(sub.world_from_cam - full.world_from_cam).max() < 1e-3
+    # Without scores the setting changes nothing (no order to take the best from).
+    same = solve_pnp(uv, X, K, (640, 480), PnPConfig(ransac_subset=150))
+    assert same.inliers.sum() == full.inliers.sum()
+
+
 def test_too_few_points_is_none():
     assert solve_pnp(np.zeros((3, 2)), np.zeros((3, 3)), K, (640, 480)) is None
 

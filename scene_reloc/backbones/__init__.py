@@ -20,18 +20,25 @@ head classifies, and (b) keypoints with descriptors, which the in-leaf refinemen
 registry maps a name to a constructor; ALIKE nets need their released weights from a user path.
 """
 
-from dataclasses import dataclass
 import hashlib
+import logging
 import os
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from scene_reloc.backbones.alike import ALIKE_CONFIGS, AlikeNet
+from scene_reloc.backbones.alike import ALIKE_CONFIGS, AlikeNet, padded_size
 from scene_reloc.backbones.handcrafted import HandcraftedNet
-from scene_reloc.keypoints import detect_keypoints, shi_tomasi_scores
+from scene_reloc.backbones.onnx_runtime import OnnxDense, onnxruntime_available
+from scene_reloc.keypoints import detect_keypoints, select_keypoints, shi_tomasi_scores
 
 GRID_STRIDE = 8
+RUNTIMES = ('auto', 'torch', 'onnxruntime')
+"""How the dense part of a backbone runs: ``auto`` is ONNX Runtime on the CPU where installed
+(3-6x faster than torch there) and torch otherwise (CUDA, the handcrafted backbone)."""
+
+log = logging.getLogger('scene_reloc.backbones')
 
 
 class BackboneError(ValueError):
@@ -57,14 +64,47 @@ def sha256_of_file(path):
     return h.hexdigest()
 
 
-@dataclass
 class ImageFeatures:
-    """What a backbone gives for one image (torch tensors on the backbone's device)."""
+    """
+    What a backbone gives for one image (torch tensors on the backbone's device).
 
-    grid_desc: torch.Tensor      # (Hc, Wc, D) descriptors at the 1/8 grid cell centres
-    keypoints: torch.Tensor      # (N, 2) (x, y) pixels
-    keypoint_scores: torch.Tensor  # (N,)
-    keypoint_desc: torch.Tensor  # (N, D)
+    ``grid_desc`` (Hc, Wc, D): descriptors at the 1/8 grid cell centres; ``keypoints`` (N, 2)
+    (x, y) pixels; ``keypoint_scores`` (N,); ``keypoint_desc`` (N, D). With ``sampler`` (pixel
+    points (M, 2) -> descriptors (M, D)) the grid is sampled only when asked for, and
+    :meth:`grid_at` samples just the cells asked for: a region classifier query never needs it,
+    a landmark query needs only the cells holding keypoints.
+    """
+
+    def __init__(self, grid_desc, keypoints, keypoint_scores, keypoint_desc, sampler=None,
+                 grid_hw=None):
+        if grid_desc is None and (sampler is None or grid_hw is None):
+            raise ValueError('ImageFeatures needs grid descriptors or a sampler and grid size')
+        self._grid = grid_desc
+        self._sampler = sampler
+        self.grid_hw = tuple(grid_desc.shape[:2]) if grid_desc is not None else tuple(grid_hw)
+        self.keypoints = keypoints
+        self.keypoint_scores = keypoint_scores
+        self.keypoint_desc = keypoint_desc
+
+    @property
+    def grid_desc(self):
+        if self._grid is None:
+            hc, wc = self.grid_hw
+            self._grid = self._sample_cells(None).reshape(hc, wc, -1)
+        return self._grid
+
+    def grid_at(self, cells):
+        """Descriptors (M, D) of the grid cells with flat indices ``cells`` (row-major)."""
+        if self._grid is not None:
+            return self._grid.reshape(-1, self._grid.shape[-1])[cells]
+        return self._sample_cells(cells)
+
+    def _sample_cells(self, cells):
+        hc, wc = self.grid_hw
+        centres = grid_centres(hc * GRID_STRIDE, wc * GRID_STRIDE).reshape(-1, 2)
+        if cells is not None:
+            centres = centres[cells.cpu()]
+        return self._sampler(centres.to(self.keypoints.device))
 
 
 def grid_centres(height, width, stride=GRID_STRIDE):
@@ -79,10 +119,13 @@ def grid_centres(height, width, stride=GRID_STRIDE):
 def grid_descriptors(net, images_B3HW):
     """Descriptors of ``net`` at the 1/8 grid cell centres, (B, Hc, Wc, D); keeps gradients."""
     levels, (H, W), padded = net(images_B3HW)
-    g = grid_centres(H, W).to(images_B3HW.device)
+    return _sample_grid(net, levels, (H, W), padded, images_B3HW.shape[0])
+
+
+def _sample_grid(net, levels, size, padded, batch):
+    g = grid_centres(*size).to(levels[0].device)
     hc, wc = g.shape[:2]
-    pts = g.reshape(1, -1, 2).expand(images_B3HW.shape[0], -1, -1)
-    d = net.sample(levels, padded, pts)
+    d = net.sample(levels, padded, g.reshape(1, -1, 2).expand(batch, -1, -1))
     return d.reshape(-1, hc, wc, d.shape[-1])
 
 
@@ -94,9 +137,11 @@ class FeatureExtractor:
         (fixed gradient/colour histogram filters and a corner detector: needs no weights).
     :param weights: path to a state dict (loaded with ``weights_only=True``).
     :param device: ``auto | cpu | cuda``.
+    :param runtime: ``auto | torch | onnxruntime`` (see :data:`RUNTIMES`).
+    :param threads: CPU threads for the dense part with ONNX Runtime; 0: one per core.
     """
 
-    def __init__(self, name, weights=None, device='auto'):
+    def __init__(self, name, weights=None, device='auto', runtime='auto', threads=0):
         self.name = name
         self.device = resolve_device(device)
         self.weights_sha256 = None
@@ -130,6 +175,43 @@ class FeatureExtractor:
         for p in self.net.parameters():
             p.requires_grad_(False)
         self.descriptor_dim = net.dim
+        self.runtime, self._dense = self._start_runtime(runtime, threads)
+
+    def _start_runtime(self, runtime, threads):
+        """Return (runtime name, ONNX session or None); ``auto`` falls back to torch."""
+        if runtime not in RUNTIMES:
+            raise BackboneError(f'unknown runtime {runtime!r}; known: {", ".join(RUNTIMES)}')
+        if runtime == 'torch' or (runtime == 'auto' and self.device.type != 'cpu'):
+            return 'torch', None
+        problem = ''
+        if self.device.type != 'cpu':
+            problem = 'the onnxruntime runtime runs on the CPU only; use --device cpu'
+        elif not hasattr(self.net, 'encode'):
+            problem = f'the {self.name} backbone runs on torch only'
+        elif not onnxruntime_available():
+            problem = ('ONNX Runtime is not installed (pip install onnxruntime onnx, or '
+                       'apt install python3-onnxruntime)')
+        if not problem:
+            key = f'{self.name}-{self.weights_sha256}' if self.weights_sha256 else None
+            try:
+                return 'onnxruntime', OnnxDense(self.net, key, threads)
+            except Exception as e:  # noqa: BLE001 - any exporter/runtime failure: use torch
+                problem = f'ONNX export or session failed: {type(e).__name__}: {e}'
+        if runtime == 'onnxruntime':
+            raise BackboneError(problem)
+        level = logging.WARNING if problem.startswith('ONNX export') else logging.INFO
+        log.log(level, 'backbone %s runs on torch: %s', self.name, problem)
+        return 'torch', None
+
+    def _dense_levels(self, x):
+        """(levels, (H, W), padded size, padded scores (B, 1, Hp, Wp) or None, peaks or None)."""
+        if self._dense is None:
+            levels, hw, padded = self.net(x)
+            return levels, hw, padded, None, None
+        H, W = x.shape[-2:]
+        Hp, Wp = padded_size(H, W)
+        levels, scores, peaks = self._dense(F.pad(x, (0, Wp - W, 0, Hp - H)))
+        return levels, (H, W), (Hp, Wp), scores, peaks
 
     def to_tensor(self, images_rgb_u8):
         """(B, H, W, 3) or (H, W, 3) uint8 numpy -> (B, 3, H, W) float on the device."""
@@ -142,7 +224,10 @@ class FeatureExtractor:
     @torch.inference_mode()
     def grid_features(self, images_B3HW):
         """Descriptors at the 1/8 grid cell centres: (B, Hc, Wc, D)."""
-        return grid_descriptors(self.net, images_B3HW)
+        if self._dense is None:
+            return grid_descriptors(self.net, images_B3HW)
+        levels, (H, W), padded, _, _ = self._dense_levels(images_B3HW)
+        return _sample_grid(self.net, levels, (H, W), padded, images_B3HW.shape[0])
 
     @torch.inference_mode()
     def extract_grid(self, image_rgb_u8):
@@ -155,18 +240,25 @@ class FeatureExtractor:
     def extract(self, image_rgb_u8, max_keypoints=2048):
         """Grid descriptors and keypoints for one image."""
         x = self.to_tensor(image_rgb_u8)
-        levels, (H, W), padded = self.net(x)
-        if self.learned_detector:
-            scores = self.net.score_map(levels, (H, W), padded)[0]
+        levels, (H, W), padded, scores, peaks = self._dense_levels(x)
+        if peaks is not None:
+            kpts, kscores = select_keypoints(scores[0, 0, :H, :W], peaks[0, 0, :H, :W],
+                                             max_keypoints)
         else:
-            scores = shi_tomasi_scores(x)[0]
-        kpts, kscores = detect_keypoints(scores, max_keypoints)
-        g = grid_centres(H, W).to(self.device)
-        hc, wc = g.shape[:2]
-        pts = torch.cat([g.reshape(-1, 2), kpts.float()], dim=0)[None]
-        desc = self.net.sample(levels, padded, pts)[0]
-        return ImageFeatures(desc[:hc * wc].reshape(hc, wc, -1), kpts.float(), kscores,
-                             desc[hc * wc:])
+            if self.learned_detector:
+                scores = self.net.score_map(levels, (H, W), padded)[0]
+            else:
+                scores = shi_tomasi_scores(x)[0]
+            kpts, kscores = detect_keypoints(scores, max_keypoints)
+        kpts = kpts.float()
+        desc = self.net.sample(levels, padded, kpts[None])[0]
+
+        def sampler(points_M2):
+            with torch.inference_mode():
+                return self.net.sample(levels, padded, points_M2[None])[0]
+
+        return ImageFeatures(None, kpts, kscores, desc, sampler,
+                             (H // GRID_STRIDE, W // GRID_STRIDE))
 
 
 BACKBONES = {

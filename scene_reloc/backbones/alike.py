@@ -34,6 +34,11 @@ ALIKE_CONFIGS = {
 }
 
 
+def padded_size(height, width):
+    """Round the image size up to multiples of 32 (the network pools by 32)."""
+    return -(-height // 32) * 32, -(-width // 32) * 32
+
+
 class ConvBlock(nn.Module):
     """Two conv3x3 + BN + ReLU at full resolution (ALIKE ``block1``)."""
 
@@ -100,15 +105,17 @@ class AlikeNet(nn.Module):
             zero-padded at the bottom/right to multiples of 32, the input size and padded size.
         """
         H, W = image_B3HW.shape[-2:]
-        Hp, Wp = -(-H // 32) * 32, -(-W // 32) * 32
-        x = F.pad(image_B3HW, (0, Wp - W, 0, Hp - H))
-        x1 = self.block1(x)
+        Hp, Wp = padded_size(H, W)
+        return self.encode(F.pad(image_B3HW, (0, Wp - W, 0, Hp - H))), (H, W), (Hp, Wp)
+
+    def encode(self, padded_B3HW):
+        """Return the four level maps of an image already padded to multiples of 32."""
+        x1 = self.block1(padded_B3HW)
         x2 = self.block2(F.max_pool2d(x1, 2))
         x3 = self.block3(F.max_pool2d(x2, 4))
         x4 = self.block4(F.max_pool2d(x3, 4))
-        levels = [F.relu(conv(v)) for conv, v in
-                  zip((self.conv1, self.conv2, self.conv3, self.conv4), (x1, x2, x3, x4))]
-        return levels, (H, W), (Hp, Wp)
+        return [F.relu(conv(v)) for conv, v in
+                zip((self.conv1, self.conv2, self.conv3, self.conv4), (x1, x2, x3, x4))]
 
     def _head(self, feats_BNC):
         if not self.single_head:
@@ -133,21 +140,24 @@ class AlikeNet(nn.Module):
     def score_map(self, levels, size, padded):
         """Keypoint score map (B, H, W); cheap for single-head nets (the head is linear)."""
         (H, W), (Hp, Wp) = size, padded
+        return self.padded_score_map(levels, (Hp, Wp))[:, 0, :H, :W]
+
+    def padded_score_map(self, levels, padded):
+        """Keypoint scores (B, 1, Hp, Wp) over the padded image."""
         if not self.single_head:
-            up = [levels[0]] + [F.interpolate(v, size=(Hp, Wp), mode='bilinear',
+            up = [levels[0]] + [F.interpolate(v, size=padded, mode='bilinear',
                                               align_corners=True) for v in levels[1:]]
             x = F.relu(self.convhead1(torch.cat(up, dim=1)))
-            w = self.convhead2.weight[-1:]
-            return torch.sigmoid(F.conv2d(x, w)[:, 0, :H, :W])
+            return torch.sigmoid(F.conv2d(x, self.convhead2.weight[-1:]))
         q = self.dim // 4
         w = self.convhead2.weight[-1:]
         logit = 0
         for i, v in enumerate(levels):
             s = F.conv2d(v, w[:, i * q:(i + 1) * q])
             if i > 0:
-                s = F.interpolate(s, size=(Hp, Wp), mode='bilinear', align_corners=True)
+                s = F.interpolate(s, size=padded, mode='bilinear', align_corners=True)
             logit = logit + s
-        return torch.sigmoid(logit[:, 0, :H, :W])
+        return torch.sigmoid(logit)
 
     def sample(self, levels, padded, points_BN2):
         """

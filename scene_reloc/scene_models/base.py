@@ -60,6 +60,9 @@ class Correspondences:
     """(N, 3) scene points in the map frame."""
     weights: np.ndarray | None = None
     """(N,) confidences for weighted PnP, or None for unweighted."""
+    scores: np.ndarray | None = None
+    """(N,) match quality (descriptor similarity), higher is better, or None: orders the
+    correspondences for PnP's sampling (see :class:`~scene_reloc.pnp.PnPConfig`)."""
 
     def __len__(self):
         return len(self.points2d)

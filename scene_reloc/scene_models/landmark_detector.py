@@ -117,34 +117,40 @@ class LandmarkDetectorModel(SceneModel):
                                self.points_xyz[keep].cpu().numpy().astype(np.float64),
                                w[keep].cpu().numpy().astype(np.float64))
 
-    def _keypoint_heat(self, features):
+    def _keypoint_heat(self, features, visible=None, top=None):
         """
-        (N, L) heatmap values of every landmark at every keypoint's cell.
+        Heatmap values of the landmarks at every keypoint's cell.
 
         Format 2 heads are per-cell classifiers: they run only on the cells that hold keypoints.
+
+        :return: (N, L) values; with ``top``: the ``top`` highest per keypoint, (values (N, top),
+            landmark ids (N, top)), ranked per cell before being spread to its keypoints.
         """
-        grid = features.grid_desc
-        hc, wc = grid.shape[:2]
+        hc, wc = features.grid_hw
         kp = features.keypoints
         cx = ((kp[:, 0] + 0.5) / GRID_STRIDE).long().clamp(0, wc - 1)
         cy = ((kp[:, 1] + 0.5) / GRID_STRIDE).long().clamp(0, hc - 1)
         cells, inverse = torch.unique(cy * wc + cx, return_inverse=True)
-        desc = grid.reshape(-1, grid.shape[-1])[cells].float()
-        return self.head.probabilities(desc[:, :, None, None])[:, :, 0, 0][inverse]
+        heat = self.head.cell_probabilities(features.grid_at(cells).float())    # (C, L)
+        if visible is not None:
+            heat = heat * visible[None]
+        if top is None:
+            return heat[inverse]
+        heat, cand = heat.topk(min(top, heat.shape[1]), dim=1)
+        return heat[inverse], cand[inverse]
 
     def _verified_keypoints(self, feats, config, visible):
         """Keypoints matched to the landmarks their cell's heatmaps rank first, by descriptor."""
         kp = feats.keypoints
         if kp.shape[0] == 0:
             return Correspondences(np.zeros((0, 2)), np.zeros((0, 3)))
-        heat = self._keypoint_heat(feats)                                    # (N, L)
-        if visible is not None:
-            heat = heat * visible[None]
-        heat, cand = heat.topk(min(config.top_landmarks, heat.shape[1]), dim=1)   # (N, k)
-        sim = torch.einsum('nd,nkjd->nkj', feats.keypoint_desc,
-                           self.observations[cand]).max(dim=2).values            # (N, k)
-        sim = torch.where(heat >= config.min_landmark_confidence, sim,
-                          torch.full_like(sim, -2.0))
+        heat, cand = self._keypoint_heat(feats, visible, config.top_landmarks)   # (N, k)
+        # Descriptor similarity only where the heatmap is confident enough (about a third of
+        # the candidates): the best of each landmark's stored observations.
+        n, j = torch.nonzero(heat >= config.min_landmark_confidence, as_tuple=True)
+        sim = torch.full_like(heat, -2.0)
+        sim[n, j] = torch.einsum('pd,pkd->pk', feats.keypoint_desc[n],
+                                 self.observations[cand[n, j]]).amax(dim=1)
         best, arg = sim.max(dim=1)
         keep = best >= config.min_similarity
         if config.one_keypoint_per_landmark:
@@ -153,7 +159,8 @@ class LandmarkDetectorModel(SceneModel):
         # No weights: the 2D point is a keypoint, as precise whatever the classifier's
         # probability (which says which landmark, not where).
         return Correspondences(kp[keep].cpu().numpy().astype(np.float64),
-                               self.points_xyz[landmark].cpu().numpy().astype(np.float64))
+                               self.points_xyz[landmark].cpu().numpy().astype(np.float64),
+                               scores=best[keep].cpu().numpy().astype(np.float64))
 
     @staticmethod
     def _best_per_landmark(landmark_N, score_N, keep_N):

@@ -55,8 +55,22 @@ class RegionClassifierModel(SceneModel):
         self.points_xyz = torch.from_numpy(tensors['points.xyz']).to(dev)
         self.points_desc = torch.from_numpy(tensors['points.desc']).to(dev)
         self.leaf_offsets = torch.from_numpy(tensors['points.leaf_offsets']).to(dev)
+        self._leaf_blocks()
+
+    def _leaf_blocks(self):
+        """Lay the map points out as (leaves, P, ...) blocks, P the most points in a leaf."""
         counts = self.leaf_offsets[1:] - self.leaf_offsets[:-1]
-        self.max_points_per_leaf = int(counts.max()) if counts.numel() else 0
+        self.leaf_counts = counts
+        self.max_points_per_leaf = P = int(counts.max()) if counts.numel() else 0
+        L, D = counts.shape[0], self.points_desc.shape[-1]
+        ar = torch.arange(P, device=counts.device)
+        valid = ar[None] < counts[:, None]                                  # (L, P)
+        src = self.leaf_offsets[:-1, None] + ar[None]
+        # A query gathers each candidate leaf's points as one contiguous block.
+        self.leaf_desc = torch.zeros((L, P, D), dtype=self.points_desc.dtype, device=ar.device)
+        self.leaf_desc[valid] = self.points_desc[src[valid]]
+        self.leaf_xyz = torch.zeros((L, P, 3), dtype=self.points_xyz.dtype, device=ar.device)
+        self.leaf_xyz[valid] = self.points_xyz[src[valid]]
 
     def features_needed(self, config):
         # Plain SRC uses only the grid, but takes it from the same pass as the keypoints so
@@ -79,23 +93,19 @@ class RegionClassifierModel(SceneModel):
         if desc.shape[0] == 0 or self.max_points_per_leaf == 0:
             return Correspondences(np.zeros((0, 2)), np.zeros((0, 3)))
         leaf, prob = self.head.top_leaves(desc, cfg.top_regions, cfg.top_leaves, allowed)
-        start = self.leaf_offsets[leaf]                                    # (N, T)
-        count = self.leaf_offsets[leaf + 1] - start
-        count = torch.where(prob >= cfg.min_leaf_probability, count, torch.zeros_like(count))
         P = self.max_points_per_leaf
-        ar = torch.arange(P, device=desc.device)
-        idx = start[..., None] + ar                                        # (N, T, P)
-        valid = ar < count[..., None]
-        idx = torch.where(valid, idx, torch.zeros_like(idx)).flatten(1)
-        valid = valid.flatten(1)
-        cand = self.points_desc[idx].float() / 127.0                       # (N, T*P, D)
-        sim = torch.einsum('nd,nkd->nk', desc, cand)
-        sim = torch.where(valid, sim, torch.full_like(sim, -2.0))
+        cand = self.leaf_desc[leaf].float()                                # (N, T, P, D)
+        sim = torch.einsum('nd,ntpd->ntp', desc, cand) / 127.0
+        valid = torch.arange(P, device=desc.device) < self.leaf_counts[leaf][..., None]
+        valid &= (prob >= cfg.min_leaf_probability)[..., None]
+        sim = torch.where(valid, sim, torch.full_like(sim, -2.0)).flatten(1)
         best, arg = sim.max(dim=1)
         keep = best >= cfg.min_similarity
-        pidx = torch.gather(idx, 1, arg[:, None])[:, 0]
+        n = torch.nonzero(keep)[:, 0]
+        xyz = self.leaf_xyz[leaf[n, arg[n] // P], arg[n] % P]
         return Correspondences(feats.keypoints[keep].cpu().numpy().astype(np.float64),
-                               self.points_xyz[pidx[keep]].cpu().numpy().astype(np.float64))
+                               xyz.cpu().numpy().astype(np.float64),
+                               scores=best[keep].cpu().numpy().astype(np.float64))
 
     def _centroid_matches(self, feats, image_hw, cfg, allowed=None):
         """Grid cells to their most likely leaf centre (plain SRC)."""
