@@ -110,14 +110,8 @@ class LandmarkDetector(nn.Module):
 
         The same numbers as :meth:`probabilities` on those cells, as matrix products.
         """
-        out = []
-        for head in self.heads:
-            x = desc_ND
-            for layer in head:
-                x = F.linear(x, layer.weight[:, :, 0, 0], layer.bias) \
-                    if isinstance(layer, nn.Conv2d) else layer(x)
-            out.append(torch.softmax(x, dim=1)[:, :-1])
-        return torch.cat(out, dim=1)
+        return torch.cat([torch.softmax(_cell_logits(head, desc_ND), dim=1)[:, :-1]
+                          for head in self.heads], dim=1)
 
     def cell_loss(self, desc_BD, label_B):
         """
@@ -126,12 +120,11 @@ class LandmarkDetector(nn.Module):
         Cross-entropy of every head on cells ``desc_BD`` whose landmark is ``label_B``
         (``num_landmarks`` for none).
         """
-        x = desc_BD[:, :, None, None]
         loss = 0.0
         for head, (s, e) in zip(self.heads, self.cfg.blocks):
             target = torch.where((label_B >= s) & (label_B < e), label_B - s,
                                  torch.full_like(label_B, e - s))
-            loss = loss + F.cross_entropy(head(x)[:, :, 0, 0], target)
+            loss = loss + F.cross_entropy(_cell_logits(head, desc_BD), target)
         return loss
 
     @torch.inference_mode()
@@ -144,6 +137,15 @@ class LandmarkDetector(nn.Module):
         """
         x = grid_HWD.permute(2, 0, 1)[None].float()
         return heatmap_peaks(self.probabilities(x)[0])
+
+
+def _cell_logits(head, desc_ND):
+    """Run a format 2 head (1x1 convolutions) on cell descriptors as matrix products: (N, C)."""
+    x = desc_ND
+    for layer in head:
+        x = F.linear(x, layer.weight[:, :, 0, 0], layer.bias) if isinstance(layer, nn.Conv2d) \
+            else layer(x)
+    return x
 
 
 def heatmap_peaks(prob_LHW):

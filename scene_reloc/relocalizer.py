@@ -161,7 +161,7 @@ class Relocalizer:
     """
 
     def __init__(self, manifest, tensors, backbone_weights=None, device='auto', config=None,
-                 extractor=None):
+                 extractor=None, runtime='auto', threads=0):
         self.manifest = manifest
         self.name = manifest.get('name')
         bb = manifest.get('backbone')
@@ -171,7 +171,7 @@ class Relocalizer:
                                 f'entry: the file is damaged or was edited; {REMAKE}')
         if extractor is None:
             weights = backbone_weights or find_weights(bb)
-            extractor = FeatureExtractor(bb['name'], weights, device)
+            extractor = FeatureExtractor(bb['name'], weights, device, runtime, threads)
         else:
             weights = extractor.weights_path
         self.extractor = extractor
@@ -195,9 +195,13 @@ class Relocalizer:
         self._retrieval = None   # (model, database index), built when first needed
 
     @classmethod
-    def from_file(cls, path, backbone_weights=None, device='auto', config=None):
+    def from_file(cls, path, backbone_weights=None, device='auto', config=None, runtime='auto',
+                  threads=0):
         """
         Load a map file for queries.
+
+        ``runtime`` (``auto | torch | onnxruntime``) and ``threads``: how the backbone runs
+        (see :class:`~scene_reloc.backbones.FeatureExtractor`).
 
         :raises SceneMapError: the file is missing, damaged, edited or of another version.
         :raises ValueError: the backbone weights it needs are missing or others (what to do is
@@ -205,7 +209,8 @@ class Relocalizer:
         """
         manifest, tensors = load_scene_map(path)
         try:
-            return cls(manifest, tensors, backbone_weights, device, config)
+            return cls(manifest, tensors, backbone_weights, device, config, runtime=runtime,
+                       threads=threads)
         except ValueError as e:
             raise with_path(e, path) from e
 

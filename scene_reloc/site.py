@@ -134,18 +134,26 @@ def is_site(path):
     return isinstance(meta, dict) and SITE_KEY in meta
 
 
-def open_localizer(path, backbone_weights=None, device='auto', site_config=None):
-    """Open a map file as a :class:`Relocalizer`, a site file as a :class:`SiteLocalizer`."""
+def open_localizer(path, backbone_weights=None, device='auto', site_config=None,
+                   runtime='auto', threads=0):
+    """
+    Open a map file as a :class:`Relocalizer`, a site file as a :class:`SiteLocalizer`.
+
+    ``runtime`` and ``threads``: how the backbone runs (see
+    :class:`~scene_reloc.backbones.FeatureExtractor`).
+    """
     if is_site(path):
-        return SiteLocalizer.from_file(path, backbone_weights, device, site_config)
-    return Relocalizer.from_file(path, backbone_weights, device)
+        return SiteLocalizer.from_file(path, backbone_weights, device, site_config,
+                                       runtime=runtime, threads=threads)
+    return Relocalizer.from_file(path, backbone_weights, device, runtime=runtime,
+                                 threads=threads)
 
 
 class SiteLocalizer:
     """Several maps behind one ``localize(image, K)``; the result names the map or none."""
 
     def __init__(self, manifest, tensors, site_dir, backbone_weights=None, device='auto',
-                 config=None):
+                 config=None, runtime='auto', threads=0):
         self.manifest = manifest
         try:
             self.config = config or SiteConfig(**manifest.get('config', {}))
@@ -161,7 +169,7 @@ class SiteLocalizer:
             raise SiteError(f'the site manifest is damaged or was edited ({type(e).__name__}: '
                             f'{e}): {REWRITE}') from e
         weights = backbone_weights or find_weights(bb)
-        self.extractor = FeatureExtractor(bb['name'], weights, device)
+        self.extractor = FeatureExtractor(bb['name'], weights, device, runtime, threads)
         self.maps, self.databases = [], []
         for name, rel_path, sha256 in entries:
             path = os.path.join(site_dir, rel_path)
@@ -214,7 +222,8 @@ class SiteLocalizer:
         return self.maps[self.names.index(name) if name else 0].map_points()
 
     @classmethod
-    def from_file(cls, path, backbone_weights=None, device='auto', config=None):
+    def from_file(cls, path, backbone_weights=None, device='auto', config=None, runtime='auto',
+                  threads=0):
         def check(manifest, tensors):
             need = ('index.global', 'index.map', 'index.frame')
             if [k for k in need if k not in tensors] or not manifest.get('maps'):
@@ -227,7 +236,7 @@ class SiteLocalizer:
                                           check, SiteError)
         try:
             return cls(manifest, tensors, os.path.dirname(os.path.abspath(path)),
-                       backbone_weights, device, config)
+                       backbone_weights, device, config, runtime, threads)
         except SiteError as e:
             raise SiteError(f'{path}: {e}') from e
         except ValueError as e:

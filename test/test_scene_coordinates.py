@@ -60,3 +60,39 @@ def test_scene_coordinates_and_augmented_labels_stay_aligned():
     vals = vals[np.isfinite(vals).all(1)]
     assert len(vals) > 20
     assert np.linalg.norm(vals.mean(0) - centre_xyz) < 0.05
+
+
+def test_augmented_labels_at_points_equal_the_warped_image_there():
+    """The buffer looks labels up at the grid centres only: the same as warping the image."""
+    from scene_reloc.backbones import grid_centres
+    from scene_reloc_training.memorize.feature_buffer import sample_coords
+    rng = np.random.default_rng(1)
+    xyz = rng.random((96, 128, 3)).astype(np.float32)     # every pixel a different label
+    rgb = (rng.random((96, 128, 3)) * 255).astype(np.uint8)
+    at = grid_centres(96, 128).numpy().reshape(-1, 2)
+    same = total = 0
+    for seed in range(10):
+        img_a, full = augment_view(np.random.default_rng(seed), rgb, xyz)
+        img_b, some = augment_view(np.random.default_rng(seed), rgb, xyz, at=at)
+        assert np.array_equal(img_a, img_b)                # the same view
+        want = sample_coords(full, at)
+        assert np.array_equal(np.isnan(want).any(1), np.isnan(some).any(1))
+        ok = np.isfinite(want).all(1)
+        same += int((want[ok] == some[ok]).all(1).sum())
+        total += int(ok.sum())
+    assert total > 1000 and same / total > 0.995       # nearest-pixel ties may round apart
+
+
+def test_photometric_noise_is_seeded_and_has_its_strength():
+    from scene_reloc_training.memorize.augment import photometric
+    flat = np.full((120, 160, 3), 128, np.uint8)
+    a = photometric(np.random.default_rng(3), flat)
+    b = photometric(np.random.default_rng(3), flat)
+    c = photometric(np.random.default_rng(4), flat)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    # Sensor noise of sigma up to 4 grey levels around each channel's (re-lit) level.
+    stds = []
+    for seed in range(8):
+        img = photometric(np.random.default_rng(seed), flat).astype(np.float32)
+        stds.append(float((img - img.mean((0, 1))).std()))
+    assert max(stds) > 1.0 and max(stds) < 4.6

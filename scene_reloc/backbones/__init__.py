@@ -203,14 +203,20 @@ class FeatureExtractor:
         log.log(level, 'backbone %s runs on torch: %s', self.name, problem)
         return 'torch', None
 
-    def _dense_levels(self, x):
-        """(levels, (H, W), padded size, padded scores (B, 1, Hp, Wp) or None, peaks or None)."""
+    def _dense_levels(self, x, keypoint_maps=True):
+        """
+        Run the dense part: (levels, (H, W), padded size, scores, peaks).
+
+        With ONNX Runtime, scores and peaks are the padded (B, 1, Hp, Wp) maps (None without
+        ``keypoint_maps``); with torch they are None (computed by the caller).
+        """
         if self._dense is None:
             levels, hw, padded = self.net(x)
             return levels, hw, padded, None, None
         H, W = x.shape[-2:]
         Hp, Wp = padded_size(H, W)
-        levels, scores, peaks = self._dense(F.pad(x, (0, Wp - W, 0, Hp - H)))
+        levels = self._dense.levels(F.pad(x, (0, Wp - W, 0, Hp - H)))
+        scores, peaks = self._dense.keypoint_maps(levels) if keypoint_maps else (None, None)
         return levels, (H, W), (Hp, Wp), scores, peaks
 
     def to_tensor(self, images_rgb_u8):
@@ -226,7 +232,7 @@ class FeatureExtractor:
         """Descriptors at the 1/8 grid cell centres: (B, Hc, Wc, D)."""
         if self._dense is None:
             return grid_descriptors(self.net, images_B3HW)
-        levels, (H, W), padded, _, _ = self._dense_levels(images_B3HW)
+        levels, (H, W), padded, _, _ = self._dense_levels(images_B3HW, keypoint_maps=False)
         return _sample_grid(self.net, levels, (H, W), padded, images_B3HW.shape[0])
 
     @torch.inference_mode()

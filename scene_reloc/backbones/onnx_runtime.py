@@ -35,7 +35,7 @@ from torch import nn
 
 from scene_reloc.keypoints import nms_peaks, NMS_RADIUS
 
-GRAPH_VERSION = 1
+GRAPH_VERSION = 2
 """Bump when the exported graph changes: old cache files are then ignored."""
 
 log = logging.getLogger('scene_reloc.backbones')
@@ -57,51 +57,82 @@ def cache_dir():
                           os.path.join(os.path.expanduser('~'), '.cache', 'scene_reloc'))
 
 
-class _DenseGraph(nn.Module):
-    """Encoder levels, score map and NMS peaks of a padded image: what is exported."""
+class _EncoderGraph(nn.Module):
+    """Encoder levels of a padded image."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, padded_B3HW):
+        return tuple(self.net.encode(padded_B3HW))
+
+
+class _KeypointGraph(nn.Module):
+    """Score map and NMS peaks from the levels (level 1 is at the padded image's size)."""
 
     def __init__(self, net, nms_radius):
         super().__init__()
         self.net = net
         self.nms_radius = nms_radius
 
-    def forward(self, padded_B3HW):
-        levels = self.net.encode(padded_B3HW)
-        scores = self.net.padded_score_map(levels, padded_B3HW.shape[-2:])
-        return (*levels, scores, nms_peaks(scores, self.nms_radius))
+    def forward(self, level1, level2, level3, level4):
+        levels = [level1, level2, level3, level4]
+        scores = self.net.padded_score_map(levels, level1.shape[-2:])
+        return scores, nms_peaks(scores, self.nms_radius)
 
 
-def export_graph(net, nms_radius=NMS_RADIUS):
-    """Return the ONNX graph (bytes) of ``net``'s dense part, for any padded image size."""
-    graph = _DenseGraph(net, nms_radius).eval()
-    example = torch.zeros(1, 3, 64, 96)
-    names = ['level1', 'level2', 'level3', 'level4', 'scores', 'peaks']
-    axes = {'image': {0: 'batch', 2: 'height', 3: 'width'}}
-    axes.update({n: {0: 'batch', 2: f'h_{n}', 3: f'w_{n}'} for n in names})
+LEVELS = ['level1', 'level2', 'level3', 'level4']
+
+
+def _export(module, example, inputs, outputs):
+    axes = {n: {0: 'batch', 2: f'h_{n}', 3: f'w_{n}'} for n in inputs + outputs}
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter('ignore')   # the exporter's deprecation and tracer notes
-        torch.onnx.export(graph, (example,), buf, dynamo=False, input_names=['image'],
-                          output_names=names, dynamic_axes=axes, opset_version=17)
+        torch.onnx.export(module.eval(), example, buf, dynamo=False, input_names=inputs,
+                          output_names=outputs, dynamic_axes=axes, opset_version=17)
     return buf.getvalue()
 
 
-def _cached_graph(net, key):
-    """Read the graph from the cache; export and store it there (atomically) when missing."""
-    path = os.path.join(cache_dir(), 'onnx', f'{key}-g{GRAPH_VERSION}.onnx')
-    if os.path.exists(path):
-        with open(path, 'rb') as f:
-            return f.read(), path
-    data = export_graph(net)
+def export_graphs(net, nms_radius=NMS_RADIUS):
+    """
+    Return the ONNX graphs (bytes) of ``net``'s dense part, for any padded image size.
+
+    Two graphs: ``encoder`` (image -> the four levels) and ``keypoints`` (levels -> score map
+    and NMS peaks), so that what needs only descriptors (the memorization buffers) skips the
+    full-resolution score map.
+    """
+    example = torch.zeros(1, 3, 64, 96)
+    with torch.no_grad():
+        levels = tuple(net.encode(example))
+    return {'encoder': _export(_EncoderGraph(net), (example,), ['image'], LEVELS),
+            'keypoints': _export(_KeypointGraph(net, nms_radius), levels, LEVELS,
+                                 ['scores', 'peaks'])}
+
+
+def _cached_graphs(net, key):
+    """Read the graphs from the cache; export and store them there (atomically) when missing."""
+    folder = os.path.join(cache_dir(), 'onnx')
+    paths = {n: os.path.join(folder, f'{key}-g{GRAPH_VERSION}-{n}.onnx')
+             for n in ('encoder', 'keypoints')}
+    if all(os.path.exists(p) for p in paths.values()):
+        data = {}
+        for n, p in paths.items():
+            with open(p, 'rb') as f:
+                data[n] = f.read()
+        return data, paths
+    data = export_graphs(net)
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.part')
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as e:   # a read-only home: keep the graph in memory only
-        log.info('cannot cache the ONNX graph at %s (%s); exported in memory', path, e)
-    return data, path
+        os.makedirs(folder, exist_ok=True)
+        for n, p in paths.items():
+            fd, tmp = tempfile.mkstemp(dir=folder, suffix='.part')
+            with os.fdopen(fd, 'wb') as f:
+                f.write(data[n])
+            os.replace(tmp, p)
+    except OSError as e:   # a read-only home: keep the graphs in memory only
+        log.info('cannot cache the ONNX graphs in %s (%s); exported in memory', folder, e)
+    return data, paths
 
 
 class OnnxDense:
@@ -122,20 +153,39 @@ class OnnxDense:
         opts.log_severity_level = 3
         # Idle threads must not spin: torch's matching and PnP run right after on the same cores.
         opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
-        data, path = (export_graph(net), None) if key is None else _cached_graph(net, key)
+        self.paths = {}
         try:
-            self.session = ort.InferenceSession(data, opts, providers=['CPUExecutionProvider'])
+            data = export_graphs(net) if key is None else self._load(net, key)
+            self.sessions = {n: ort.InferenceSession(d, opts, providers=['CPUExecutionProvider'])
+                             for n, d in data.items()}
         except Exception as e:  # noqa: BLE001 - a damaged cache file: export again
-            if path is None:
+            if key is None:
                 raise
-            log.warning('cached ONNX graph %s is unreadable (%s); exporting it again', path, e)
-            os.remove(path)
-            data, path = _cached_graph(net, key)
-            self.session = ort.InferenceSession(data, opts, providers=['CPUExecutionProvider'])
-        self.path = path
+            log.warning('cached ONNX graphs %s are unreadable (%s); exporting them again',
+                        ', '.join(self.paths.values()), e)
+            for p in self.paths.values():
+                if os.path.exists(p):
+                    os.remove(p)
+            data = self._load(net, key)
+            self.sessions = {n: ort.InferenceSession(d, opts, providers=['CPUExecutionProvider'])
+                             for n, d in data.items()}
+
+    def _load(self, net, key):
+        data, self.paths = _cached_graphs(net, key)
+        return data
+
+    def levels(self, padded_B3HW):
+        """Return the four level maps (torch tensors) of a padded image."""
+        x = np.ascontiguousarray(padded_B3HW.detach().cpu().numpy(), dtype=np.float32)
+        return [torch.from_numpy(o) for o in self.sessions['encoder'].run(None, {'image': x})]
+
+    def keypoint_maps(self, levels):
+        """Return (scores (B, 1, Hp, Wp), peaks (B, 1, Hp, Wp)) from the levels."""
+        feed = {n: v.numpy() for n, v in zip(LEVELS, levels)}
+        scores, peaks = self.sessions['keypoints'].run(None, feed)
+        return torch.from_numpy(scores), torch.from_numpy(peaks)
 
     def __call__(self, padded_B3HW):
         """Return (levels list, scores (B, 1, Hp, Wp), peaks (B, 1, Hp, Wp)) as torch tensors."""
-        x = np.ascontiguousarray(padded_B3HW.detach().cpu().numpy(), dtype=np.float32)
-        out = [torch.from_numpy(o) for o in self.session.run(None, {'image': x})]
-        return out[:4], out[4], out[5]
+        levels = self.levels(padded_B3HW)
+        return (levels, *self.keypoint_maps(levels))

@@ -48,7 +48,8 @@ class NodeMaps:
 
     def _load_map(self, path):
         from scene_reloc.site import open_localizer  # torch import only when needed
-        reloc = open_localizer(path, self.p('backbone_weights') or None, self.p('device'))
+        reloc = open_localizer(path, self.p('backbone_weights') or None, self.p('device'),
+                               runtime=self.p('runtime'), threads=self.p('threads'))
         for name in ('min_inliers', 'max_reprojection_error'):
             if self.p(name) > 0:
                 self._set_map_setting(reloc, name, self.p(name))

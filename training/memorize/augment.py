@@ -31,13 +31,18 @@ def random_similarity(rng, size_wh, max_scale=1.35, max_rot_deg=15.0):
 def photometric(rng, rgb):
     """Random brightness, contrast, saturation, colour cast, blur and noise."""
     img = rgb.astype(np.float32)
-    gray = img.mean(axis=2, keepdims=True)
-    img = gray + (img - gray) * rng.uniform(0.6, 1.4)              # saturation
-    img = (img - img.mean()) * rng.uniform(0.7, 1.3) + img.mean()  # contrast
-    img = img * rng.uniform(0.6, 1.4) * rng.uniform(0.9, 1.1, 3)   # brightness, colour cast
+    gray = ((img[..., 0] + img[..., 1] + img[..., 2]) * np.float32(1 / 3))[..., None]
+    img = gray + (img - gray) * np.float32(rng.uniform(0.6, 1.4))   # saturation
+    mean = img.mean()
+    img = (img - mean) * np.float32(rng.uniform(0.7, 1.3)) + mean   # contrast
+    img *= (rng.uniform(0.6, 1.4) * rng.uniform(0.9, 1.1, 3)).astype(np.float32)  # brightness
     if rng.random() < 0.3:
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.2))
-    img += rng.normal(0, rng.uniform(0, 4), img.shape)
+    # Sensor noise from OpenCV's generator (numpy's normal draw is 4x slower), seeded from rng.
+    noise = np.empty(img.shape[:2] + (img.shape[2] if img.ndim == 3 else 1,), np.float32)
+    cv2.setRNGSeed(int(rng.integers(2 ** 31)))
+    cv2.randn(noise.reshape(noise.shape[0], -1), 0.0, float(rng.uniform(0, 4)))
+    img += noise.reshape(img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -68,10 +73,29 @@ def augment_sample(rng, rgb, coords_HW3=None, xy=None, visible=None, margin=4):
     return photometric(rng, img), xyz, out, inside
 
 
-def augment_view(rng, rgb, coords_HW3):
-    """One augmented view with its scene coordinates: (image, coords)."""
-    img, xyz, _, _ = augment_sample(rng, rgb, coords_HW3)
-    return img, xyz
+def augment_view(rng, rgb, coords_HW3, at=None):
+    """
+    One augmented view with its scene coordinates: (image, coords).
+
+    :param at: (M, 2) pixels (x, y) of the augmented view: then only the coordinates there are
+        returned, (M, 3), looked up through the inverse warp (nearest pixel, NaN from outside)
+        instead of warping the whole coordinate image (what the feature buffer needs: the
+        grid cell centres).
+    """
+    if at is None:
+        img, xyz, _, _ = augment_sample(rng, rgb, coords_HW3)
+        return img, xyz
+    h, w = rgb.shape[:2]
+    M = random_similarity(rng, (w, h))
+    img = cv2.warpAffine(rgb, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    inv = cv2.invertAffineTransform(M)
+    # The pixel at (the rounded) ``at``, then where warpAffine's nearest lookup takes it from.
+    src = np.rint(np.round(np.asarray(at, np.float64)) @ inv[:, :2].T + inv[:, 2])
+    src = src.astype(np.int64)
+    ok = (src[:, 0] >= 0) & (src[:, 0] < w) & (src[:, 1] >= 0) & (src[:, 1] < h)
+    xyz = np.full((len(src), 3), np.nan, np.float32)
+    xyz[ok] = coords_HW3[src[ok, 1], src[ok, 0]]
+    return photometric(rng, img), xyz
 
 
 def augment_with_landmarks(rng, rgb, xy, visible, margin=4):

@@ -78,11 +78,12 @@ def build_buffer(extractor, images, coords, frame_feats, partition, augmentation
     jobs = [(i, a) for a in range(augmentations) for i in range(len(images))]
     for i, _ in tqdm(jobs, desc='augmented views', disable=not progress or not jobs,
                      unit='view'):
-        img, xyz = augment_view(rng, images[i], coords[i])
+        H, W = images[i].shape[:2]
+        img, xyz = augment_view(rng, images[i], coords[i],
+                                at=grid_centres(H, W).numpy().reshape(-1, 2))
         g = extractor.grid_features(extractor.to_tensor(img))[0].cpu()
-        H, W = img.shape[:2]
         descs.append(g.reshape(-1, g.shape[-1]))
-        xyzs.append(sample_coords(xyz, grid_centres(H, W).numpy().reshape(-1, 2)))
+        xyzs.append(xyz)
     desc = torch.cat(descs).to(torch.float16)
     leaf, l1 = partition.assign(np.concatenate(xyzs))
     ok = torch.from_numpy(leaf >= 0)

@@ -79,7 +79,8 @@ def _crop(buffer, idx, crop_hw, gen):
 
 def train_landmark_head(buffer, cfg, iterations, batch_size, lr, weight_decay, seed, device,
                         crop_hw=(32, 40), checkpoint=None, resume=False, progress=True,
-                        log_every=50, callback=None, loss='focal', cell_batch=1024):
+                        log_every=50, callback=None, loss='focal', cell_batch=1024,
+                        precision='fp32'):
     """
     Fit a :class:`LandmarkDetector`; seeded, resumable.
 
@@ -97,7 +98,7 @@ def train_landmark_head(buffer, cfg, iterations, batch_size, lr, weight_decay, s
     loss_fn = losses[loss]
     torch.manual_seed(seed)
     model = LandmarkDetector(cfg).to(device)
-    run = ResumableRun(model, iterations, lr, weight_decay, seed, checkpoint, resume)
+    run = ResumableRun(model, iterations, lr, weight_decay, seed, checkpoint, resume, precision)
     gen, start = run.gen, run.start
     n = buffer['grid'].shape[0]
     if cfg.version >= 2:
@@ -109,8 +110,10 @@ def train_landmark_head(buffer, cfg, iterations, batch_size, lr, weight_decay, s
                initial=start, total=iterations, disable=not progress)
     for it in bar:
         if cfg.version >= 2:
-            value = _cell_batch_loss(model, cells, labels, positives, cell_batch, gen, device)
-        else:
+            with run.autocast():
+                value = _cell_batch_loss(model, cells, labels, positives, cell_batch, gen,
+                                         device)
+        else:   # format 1 trains as it always did (float32)
             idx = torch.randint(n, (batch_size,), generator=gen)
             g, xy, vis = _crop(buffer, idx, crop_hw, gen)
             target = heatmap_targets(xy, vis, g.shape[2], g.shape[3])
@@ -127,7 +130,8 @@ def train_landmark_head(buffer, cfg, iterations, batch_size, lr, weight_decay, s
                 model.train()
             run.save(it + 1)
     model.eval()
-    return model, {'final_loss': loss_avg, **buffer_detection(model, buffer, device)}
+    return model, {'final_loss': loss_avg, 'precision': run.precision,
+                   **buffer_detection(model, buffer, device)}
 
 
 def cell_labels(buffer, num_landmarks):

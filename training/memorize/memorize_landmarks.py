@@ -59,7 +59,7 @@ def memorize_landmarks(frames, images, feats, depths, extractor, cfg, out_path, 
         buffer, head_cfg, cfg.landmark_iterations, cfg.landmark_batch,
         cfg.landmark_lr if cfg.landmark_format >= 2 else cfg.lr, cfg.weight_decay,
         cfg.seed, extractor.device, checkpoint=out_path + '.ckpt', resume=resume,
-        progress=progress, loss=cfg.landmark_loss)
+        progress=progress, loss=cfg.landmark_loss, precision=cfg.precision)
     lo, med, hi = lms.coverage()
     # float16 halves the map; the heatmaps it gives differ by < 1e-3 (tested).
     tensors = {f'head.{k}': v.detach().cpu().half().numpy()
@@ -80,5 +80,6 @@ def memorize_landmarks(frames, images, feats, depths, extractor, cfg, out_path, 
                'landmarks_visible_per_frame_min': lo,
                'landmarks_visible_per_frame_median': med,
                'landmarks_visible_per_frame_max': hi,
+               'precision': stats.pop('precision'),
                **{k: round(v, 4) for k, v in stats.items()}}
     return tensors, head_cfg, summary

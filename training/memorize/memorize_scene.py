@@ -113,6 +113,9 @@ class MemorizeConfig:
     """The map's name in a site and in the node's messages (default: the file's stem)."""
     frame_id: str = 'map'
     """TF frame of the map's coordinates."""
+    precision: str = 'auto'
+    """Head training arithmetic: auto (bf16 where the CPU or GPU computes it natively, 2-3x
+    faster; else fp32), bf16 or fp32."""
 
     @classmethod
     def from_dict(cls, d):
@@ -258,13 +261,14 @@ def _memorize_regions(images, coords, feats, extractor, cfg, out_path, resume, p
     model, stats = train_region_head(
         buffer, head_cfg, cfg.iterations, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.seed,
         extractor.device, checkpoint=out_path + '.ckpt', resume=resume, progress=progress,
-        init_state=init)
+        init_state=init, precision=cfg.precision)
     train_seconds = time.perf_counter() - t0
     summary = {'train_seconds': round(train_seconds, 2),
                'buffer_seconds': round(t_buffer, 2),
                'buffer_samples': int(buffer['desc'].shape[0]),
                'map_points': int(len(material['points'][0])),
                'leaves_used': int(np.count_nonzero(np.isfinite(partition.leaf_centres[:, 0]))),
+               'precision': stats.pop('precision'),
                **init_info,
                **{k: round(v, 4) for k, v in stats.items()}}
     return region_tensors(material, model), head_cfg, summary

@@ -26,14 +26,16 @@ from scene_reloc_training.memorize.resumable import ResumableRun
 
 def train_region_head(buffer, head_cfg, iterations, batch_size, lr, weight_decay, seed,
                       device, checkpoint=None, resume=False, progress=True, log_every=100,
-                      init_state=None):
+                      init_state=None, precision='fp32'):
     """
     Fit a :class:`RegionClassifier` to buffered descriptors.
 
     Loss: cross-entropy on the level-1 region plus cross-entropy on the level-2 sub-region given
     the true region. One-cycle learning rate. ``init_state``: the head's start (random when
-    None). Every ``log_every`` iterations the state (model, optimiser, iteration, RNG) goes to
-    ``checkpoint``; with ``resume`` a run continues from it.
+    None). ``precision``: ``fp32``, ``bf16`` or ``auto`` (see
+    :mod:`~scene_reloc_training.memorize.precision`). Every ``log_every`` iterations the state
+    (model, optimiser, iteration, RNG) goes to ``checkpoint``; with ``resume`` a run continues
+    from it.
 
     :return: (model in eval mode, stats dict with final losses and buffer accuracies).
     """
@@ -42,7 +44,7 @@ def train_region_head(buffer, head_cfg, iterations, batch_size, lr, weight_decay
     if init_state is not None:   # e.g. a meta-learned start (scene-reloc meta-train)
         model.load_state_dict(init_state)
     model = model.to(device)
-    run = ResumableRun(model, iterations, lr, weight_decay, seed, checkpoint, resume)
+    run = ResumableRun(model, iterations, lr, weight_decay, seed, checkpoint, resume, precision)
     gen, start = run.gen, run.start
     n = buffer['desc'].shape[0]
     model.train()
@@ -50,7 +52,9 @@ def train_region_head(buffer, head_cfg, iterations, batch_size, lr, weight_decay
                initial=start, total=iterations, unit='it')
     loss_avg = math.nan
     for it in bar:
-        loss = region_loss(model, buffer, torch.randint(n, (batch_size,), generator=gen), device)
+        with run.autocast():
+            loss = region_loss(model, buffer, torch.randint(n, (batch_size,), generator=gen),
+                               device)
         run.step(loss)
         loss_val = float(loss.detach())
         loss_avg = loss_val if math.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * loss_val
@@ -58,7 +62,8 @@ def train_region_head(buffer, head_cfg, iterations, batch_size, lr, weight_decay
             bar.set_postfix(loss=f'{loss_avg:.3f}')
             run.save(it + 1)
     model.eval()
-    return model, {'final_loss': loss_avg, **buffer_accuracy(model, buffer, device)}
+    return model, {'final_loss': loss_avg, 'precision': run.precision,
+                   **buffer_accuracy(model, buffer, device)}
 
 
 def region_loss(model, buffer, idx, device):

@@ -18,6 +18,8 @@ import os
 
 import torch
 
+from scene_reloc_training.memorize.precision import autocast, resolve_precision
+
 
 class ResumableRun:
     """
@@ -25,14 +27,22 @@ class ResumableRun:
 
     ``start`` is the iteration to continue from (0, or the checkpoint's); ``save(it)`` writes
     model, optimiser, schedule, generator and iteration (loaded back with weights_only=True).
+    Losses computed inside ``with run.autocast():`` use ``precision`` (see
+    :mod:`~scene_reloc_training.memorize.precision`); the optimiser is torch's fused AdamW.
     """
 
     def __init__(self, model, iterations, lr, weight_decay, seed, checkpoint=None,
-                 resume=False):
+                 resume=False, precision='fp32'):
         self.model = model
         self.checkpoint = checkpoint
         self.gen = torch.Generator().manual_seed(seed)
-        self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.device = next(model.parameters()).device
+        self.precision = resolve_precision(precision, self.device)
+        try:
+            self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
+                                         fused=True)
+        except (RuntimeError, TypeError):   # a torch or device without the fused kernel
+            self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=lr,
                                                          total_steps=iterations, pct_start=0.1)
         self.start = 0
@@ -43,6 +53,10 @@ class ResumableRun:
             self.sched.load_state_dict(state['scheduler'])
             self.gen.set_state(state['generator'])
             self.start = int(state['iteration'])
+
+    def autocast(self):
+        """Return the context to compute the loss in."""
+        return autocast(self.device, self.precision)
 
     def step(self, loss):
         self.opt.zero_grad(set_to_none=True)

@@ -1,0 +1,151 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Where a query's time goes, and what each speed setting buys (dev-20, 640x480, one run).
+
+Memorizes dev-20 with both scene models (the memorize time is a row's figure too), then
+localizes the dev-20 queries under each setting: the backbone on torch or ONNX Runtime, RANSAC
+on all correspondences or the best-scored ones, 2048 or 1024 keypoints, 2 or 1 backbone threads.
+Each row: recall and median (the accuracy a setting costs), latency p50/p95 of the whole query,
+and the p50 of its stages (backbone features, scene model correspondences, PnP). The SIFT peer
+runs on the same frames in the same run.
+
+  python bench/bench_query_speed.py --data ../shared/data/7scenes_redkitchen_dev
+      --weights ../shared/weights --out out/query_speed
+"""
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_dev import PROTOCOLS, write_results  # noqa: E402
+from sift_peer import SiftPeer  # noqa: E402
+
+from scene_reloc.evaluation import compute_metrics, localize_frames  # noqa: E402
+from scene_reloc.pnp import solve_pnp  # noqa: E402
+from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder  # noqa: E402
+from scene_reloc.relocalizer import Relocalizer  # noqa: E402
+from scene_reloc_training.memorize.memorize_scene import memorize, MemorizeConfig  # noqa: E402
+
+# (label, Relocalizer keyword arguments, localizer settings, pnp settings)
+SETTINGS = [
+    ('backbone on torch', {'runtime': 'torch'}, {}, {}),
+    ('ONNX Runtime (default)', {}, {}, {}),
+    ('+ RANSAC on the best 500', {}, {}, {'ransac_subset': 500}),
+    ('1024 keypoints', {}, {'max_keypoints': 1024}, {}),
+    ('1 backbone thread', {'threads': 1}, {}, {}),
+]
+
+
+def stage_times(reloc, frames):
+    """p50 seconds of the backbone, the correspondences and PnP over ``frames``."""
+    t = {'features': [], 'correspondences': [], 'pnp': []}
+    for f in frames:
+        img = f.load_color()
+        t0 = time.perf_counter()
+        feats = reloc.features(img)
+        t1 = time.perf_counter()
+        corr = reloc.scene_model.correspondences(feats, img.shape[:2], reloc.config)
+        t2 = time.perf_counter()
+        if len(corr) >= 4:
+            solve_pnp(corr.points2d, corr.points3d, f.K, (img.shape[1], img.shape[0]),
+                      reloc.config.pnp, corr.weights if reloc.config.weighted_pnp else None,
+                      corr.scores)
+        t3 = time.perf_counter()
+        t['features'].append(t1 - t0)
+        t['correspondences'].append(t2 - t1)
+        t['pnp'].append(t3 - t2)
+    return {f'{k}_s_p50': round(float(np.median(v)), 4) for k, v in t.items()}
+
+
+def run_settings(name, path, queries, device, summary):
+    rows = []
+    for label, open_kw, loc_kw, pnp_kw in SETTINGS:
+        if device != 'cpu' and open_kw:
+            continue   # runtime and threads are CPU settings
+        reloc = Relocalizer.from_file(path, device=device, **open_kw)
+        cfg = copy.deepcopy(reloc.config)
+        for k, v in loc_kw.items():
+            setattr(cfg, k, v)
+        for k, v in pnp_kw.items():
+            setattr(cfg.pnp, k, v)
+        reloc.config = cfg
+        m = compute_metrics(localize_frames(reloc.localize, queries),
+                            train_seconds=summary['train_seconds'],
+                            map_megabytes=summary['map_megabytes'])
+        m.update(stage_times(reloc, queries), runtime=reloc.extractor.runtime)
+        rows.append((f'{name} | {label}', m))
+        print(json.dumps({'row': rows[-1][0], **m}), flush=True)
+    return rows
+
+
+def table(rows):
+    head = ('| scene model / setting | recall 5cm/5deg | median cm | s/query p50 | p95 | '
+            'backbone p50 | correspondences p50 | PnP p50 | memorize s |\n' + '|---' * 9 + '|\n')
+    lines = []
+    for label, m in rows:
+        lines.append(f'| {label.replace(" | ", ", ")} | {m["recall_5cm_5deg"]:.1%} | '
+                     f'{m["median_translation_cm"]} | {m["seconds_per_query_p50"]} | '
+                     f'{m["seconds_per_query_p95"]} | {m.get("features_s_p50", "")} | '
+                     f'{m.get("correspondences_s_p50", "")} | {m.get("pnp_s_p50", "")} | '
+                     f'{m.get("train_seconds")} |')
+    return head + '\n'.join(lines)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--data', required=True, help='7-Scenes redkitchen dev folder')
+    p.add_argument('--weights', required=True, help='folder with alike-n.pth')
+    p.add_argument('--protocol', default='dev-20', choices=sorted(PROTOCOLS))
+    p.add_argument('--threads', type=int, default=2, help='CPU threads (torch and OpenCV)')
+    p.add_argument('--device', default='cpu', help='cpu | cuda: where our models run')
+    p.add_argument('--out', default='out/query_speed')
+    a = p.parse_args()
+    if a.device.startswith('cuda') and not torch.cuda.is_available():
+        sys.exit('--device cuda: no CUDA device here (torch sees none); use --device cpu')
+    torch.set_num_threads(a.threads)
+    cv2.setNumThreads(a.threads)
+    os.makedirs(a.out, exist_ok=True)
+    folder = PosedFrameFolder(a.data)
+    mem_spec, q_spec = PROTOCOLS[a.protocol]
+    mem = folder.frames(parse_frame_list(mem_spec, folder))
+    queries = folder.frames(parse_frame_list(q_spec, folder))
+    weights = os.path.join(a.weights, 'alike-n.pth')
+    rows = []
+    for head, short in (('region_classifier', 'region'), ('landmark_detector', 'SLD')):
+        path = os.path.join(a.out, f'{a.protocol}-{short}.map')
+        cfg = MemorizeConfig(backbone='alike-n', backbone_weights=weights, device=a.device,
+                             head=head)
+        summary = memorize(mem, path, cfg, progress=False)
+        rows += run_settings(f'{a.protocol} {short}', path, queries, a.device, summary)
+    peer = SiftPeer()
+    train = peer.memorize(mem)
+    m = compute_metrics(localize_frames(peer.localize, queries), train_seconds=round(train, 2))
+    rows.append((f'{a.protocol} | SIFT peer', m))
+    print(json.dumps({'row': rows[-1][0], **m}), flush=True)
+    write_results(a.out, 'query_speed', table(rows), rows)
+
+
+if __name__ == '__main__':
+    main()

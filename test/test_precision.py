@@ -1,0 +1,61 @@
+# Copyright 2026 The scene_reloc authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Head training arithmetic: bf16 autocast where native, float32 weights and optimiser."""
+
+import pytest
+import torch
+
+from scene_reloc.region_head import RegionClassifier, RegionHeadConfig
+from scene_reloc_training.memorize.precision import (
+    autocast,
+    cpu_has_native_bf16,
+    resolve_precision,
+)
+from scene_reloc_training.memorize.region_training import train_region_head
+
+
+def test_precision_choices():
+    assert resolve_precision('fp32', 'cpu') == 'fp32'
+    assert resolve_precision('bf16', 'cpu') == 'bf16'
+    assert resolve_precision('auto', 'cpu') == ('bf16' if cpu_has_native_bf16() else 'fp32')
+    with pytest.raises(ValueError, match='precision must be one of'):
+        resolve_precision('fp8', 'cpu')
+
+
+def test_bf16_autocasts_the_products_and_keeps_float32_weights():
+    layer = torch.nn.Linear(8, 4)
+    x = torch.randn(3, 8)
+    with autocast('cpu', 'bf16'):
+        assert layer(x).dtype == torch.bfloat16
+    with autocast('cpu', 'fp32'):
+        assert layer(x).dtype == torch.float32
+    assert layer.weight.dtype == torch.float32
+
+
+@pytest.mark.parametrize('precision', ['fp32', 'bf16'])
+def test_region_head_fits_in_either_precision(precision):
+    """A separable toy buffer is learned to near-perfect accuracy either way."""
+    g = torch.Generator().manual_seed(0)
+    cfg = RegionHeadConfig(in_dim=16, hidden=32, k1=4, k2=4)
+    centres = torch.nn.functional.normalize(torch.randn(16, 16, generator=g), dim=1)
+    leaf = torch.randint(16, (4000,), generator=g)
+    desc = torch.nn.functional.normalize(centres[leaf] + 0.05 * torch.randn(4000, 16,
+                                                                           generator=g), dim=1)
+    buffer = {'desc': desc.half(), 'leaf': leaf, 'l1': leaf // 4}
+    model, stats = train_region_head(buffer, cfg, 150, 256, 1e-2, 1e-4, 0, 'cpu',
+                                     progress=False, precision=precision)
+    assert isinstance(model, RegionClassifier) and stats['precision'] == precision
+    assert next(model.parameters()).dtype == torch.float32
+    assert stats['train_leaf_accuracy'] > 0.95
