@@ -41,10 +41,12 @@ class PnPConfig:
     """RANSAC iterations at least."""
     success_prob: float = 0.9999
     """Stop when an all-inlier sample has been drawn with this probability."""
-    ransac_subset: int = 0
-    """RANSAC on only the this many best-scored correspondences (0: all of them); the inliers
-    are then re-collected among all (``refine_rounds``). Cheaper when the scores rank the good
-    matches first, as descriptor similarity does."""
+    ransac_subset: int = 1000
+    """RANSAC on only this many best-scored correspondences (0: all of them); the inliers are
+    then re-collected among all (``refine_rounds``). Cheaper when the scores rank the good
+    matches first, as descriptor similarity does (region maps give 1400-1900 correspondences
+    at 2048 keypoints: 1000 kept the recall and median on a validation split of the kitchen
+    and cut the p95 latency by a third; 500 lost a frame of 60)."""
     progressive: bool = False
     """PROSAC: sample the best-scored correspondences first."""
     refine_rounds: int = 4

@@ -14,6 +14,7 @@
 
 """Head training arithmetic: bf16 autocast where native, float32 weights and optimiser."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -59,3 +60,24 @@ def test_region_head_fits_in_either_precision(precision):
     assert isinstance(model, RegionClassifier) and stats['precision'] == precision
     assert next(model.parameters()).dtype == torch.float32
     assert stats['train_leaf_accuracy'] > 0.95
+
+
+def test_query_head_in_bf16_localizes_as_well(small_scene, small_map):
+    """Only the head's products change precision: as many poses, as accurate (1 cm)."""
+    from scene_reloc.geometry import pose_error
+    from scene_reloc.posed_frames import PosedFrameFolder
+    from scene_reloc.relocalizer import LocalizerConfig, Relocalizer
+    root, _, query = small_scene
+    reloc = Relocalizer.from_file(small_map[0], device='cpu')
+    frames = PosedFrameFolder(root).frames(query[:8])
+    errors = {}
+    for precision in ('fp32', 'bf16'):
+        reloc.config.head_precision = precision
+        res = [reloc.localize(f.load_color(), f.K) for f in frames]
+        errors[precision] = [pose_error(r.world_from_cam, f.load_pose())[0]
+                             for r, f in zip(res, frames) if r.success]
+    assert len(errors['fp32']) >= 6
+    assert abs(len(errors['bf16']) - len(errors['fp32'])) <= 1
+    assert np.median(errors['bf16']) < np.median(errors['fp32']) + 0.01
+    with pytest.raises(ValueError, match='head_precision'):
+        LocalizerConfig.from_dict({'head_precision': 'fp8'})

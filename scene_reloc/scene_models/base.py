@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from scene_reloc.precision import autocast, resolve_precision
+
 FEATURES_KEYPOINTS = 'keypoints'
 """Keypoints with descriptors, plus the 1/8 grid descriptors (``FeatureExtractor.extract``)."""
 FEATURES_GRID = 'grid'
@@ -117,6 +119,10 @@ class SceneModel(ABC):
         mask = frame_items(self.frame_tensors, frames, size)
         return None if mask is None or not mask.any() else \
             torch.from_numpy(mask).to(self.device)
+
+    def head_autocast(self, config):
+        """Return the context the head's products run in (``config.head_precision``)."""
+        return autocast(self.device, resolve_precision(config.head_precision, self.device))
 
     @abstractmethod
     def map_points(self):

@@ -92,7 +92,9 @@ class RegionClassifierModel(SceneModel):
         desc = feats.keypoint_desc
         if desc.shape[0] == 0 or self.max_points_per_leaf == 0:
             return Correspondences(np.zeros((0, 2)), np.zeros((0, 3)))
-        leaf, prob = self.head.top_leaves(desc, cfg.top_regions, cfg.top_leaves, allowed)
+        with self.head_autocast(cfg):
+            leaf, prob = self.head.top_leaves(desc, cfg.top_regions, cfg.top_leaves, allowed)
+        prob = prob.float()
         P = self.max_points_per_leaf
         cand = self.leaf_desc[leaf].float()                                # (N, T, P, D)
         sim = torch.einsum('nd,ntpd->ntp', desc, cand) / 127.0

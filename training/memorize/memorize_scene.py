@@ -284,7 +284,7 @@ def localizer_defaults(cfg):
         # floor is 1.5 cm: the median error is about 1.2 cm, not 1.0 (NEES 2.0 at dev-20).
         return LocalizerConfig(min_inliers=12, min_landmark_confidence=0.01,
                                covariance_floor_m=0.015)
-    return LocalizerConfig()
+    return LocalizerConfig(head_precision='auto')
 
 
 def write_map(out_path, tensors, head_cfg, summary, extractor, cfg, frames, frame_root,

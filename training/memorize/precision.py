@@ -13,46 +13,15 @@
 # limitations under the License.
 
 """
-Head training arithmetic: bfloat16 autocast where the hardware computes it natively.
+Head training arithmetic: the core's bf16-where-native rule (:mod:`scene_reloc.precision`).
 
-The scene heads are small MLPs trained on buffered descriptors; on a CPU with bf16 dot-product
-instructions (AVX512-BF16, AMX, Armv8.6 BF16) their matrix products run 2-3x faster under
-autocast, with float32 weights, optimiser state and losses. Elsewhere bf16 is emulated and
-slower, so ``auto`` keeps float32 there.
+Under ``autocast`` the heads' products run in bf16; weights, optimiser state and losses stay
+float32.
 """
 
-import functools
-
-import torch
-
-PRECISIONS = ('auto', 'bf16', 'fp32')
-
-
-@functools.lru_cache(maxsize=None)
-def cpu_has_native_bf16():
-    """Whether this CPU advertises bf16 dot-product instructions (Linux /proc/cpuinfo)."""
-    try:
-        with open('/proc/cpuinfo') as f:
-            words = set(f.read().split())
-    except OSError:
-        return False
-    return bool(words & {'avx512_bf16', 'amx_bf16', 'bf16'})
-
-
-def resolve_precision(precision, device):
-    """Turn ``auto | bf16 | fp32`` into ``bf16`` or ``fp32`` for training on ``device``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}, got {precision!r}')
-    if precision != 'auto':
-        return precision
-    dev = torch.device(device)
-    if dev.type == 'cuda':
-        return 'bf16' if torch.cuda.is_bf16_supported() else 'fp32'
-    return 'bf16' if dev.type == 'cpu' and cpu_has_native_bf16() else 'fp32'
-
-
-def autocast(device, precision):
-    """Return the autocast context of a resolved ``precision`` on ``device`` (no-op for fp32)."""
-    dev = torch.device(device)
-    return torch.autocast(device_type=dev.type, dtype=torch.bfloat16,
-                          enabled=precision == 'bf16')
+from scene_reloc.precision import (  # noqa: F401 - the training side's names for them
+    autocast,
+    cpu_has_native_bf16,
+    PRECISIONS,
+    resolve_precision,
+)
