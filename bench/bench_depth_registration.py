@@ -37,6 +37,7 @@ import os
 import sys
 
 import cv2
+from device_arg import add_device_argument, checked_device
 import numpy as np
 
 from scene_reloc.geometry import invert_pose, project, transform_points
@@ -96,7 +97,9 @@ def main():
     p.add_argument('--localize', action='store_true',
                    help='also memorize dev-20 under each setting (needs --weights)')
     p.add_argument('--weights', help='folder with alike-n.pth, for --localize')
+    add_device_argument(p)
     a = p.parse_args()
+    device = checked_device(a.device)
     folder = PosedFrameFolder(a.data)
     frames = folder.frames(parse_frame_list(a.frames, folder))
     K = frames[0].K
@@ -142,13 +145,13 @@ def main():
         mem = folder.frames(parse_frame_list(PROTOCOLS['dev-20'][0], folder))
         queries = folder.frames(parse_frame_list(PROTOCOLS['dev-20'][1], folder))
         for name, (margin, off) in settings.items():
-            cfg = MemorizeConfig(backbone='alike-n', device='cpu', edge_margin=margin,
+            cfg = MemorizeConfig(backbone='alike-n', device=device, edge_margin=margin,
                                  depth_offset_m=tuple(off),
                                  backbone_weights=os.path.join(a.weights, 'alike-n.pth'))
             path = os.path.join('out', 'bench-depth', name.replace(' ', '_') + '.map')
             summary = memorize(mem, path, cfg, progress=False)
             m = compute_metrics(localize_frames(
-                Relocalizer.from_file(path, device='cpu').localize, queries),
+                Relocalizer.from_file(path, device=device).localize, queries),
                 train_seconds=summary['train_seconds'])
             print(json.dumps({'measurement': 'dev-20', 'setting': name, **m}), flush=True)
 

@@ -35,6 +35,7 @@ import tempfile
 import time
 
 import cv2
+from device_arg import add_device_argument, checked_device
 import numpy as np
 import torch
 
@@ -96,9 +97,9 @@ def recall(grid_fn, head, xyz, queries):
     return float(np.mean((e[:, 0] < 0.05) & (e[:, 1] < 5))), float(np.median(e[:, 0]) * 100)
 
 
-def compare(name, mem, queries, weights, head_iters, whole_iters, seed=0):
-    ex = FeatureExtractor('alike-n', weights, 'cpu')
-    cfg = MemorizeConfig(backbone='alike-n', backbone_weights=weights, device='cpu',
+def compare(name, mem, queries, weights, head_iters, whole_iters, seed=0, device='cpu'):
+    ex = FeatureExtractor('alike-n', weights, device)
+    cfg = MemorizeConfig(backbone='alike-n', backbone_weights=weights, device=device,
                          augmentations=4, seed=seed)
     t0 = time.perf_counter()
     images, _, feats, depths = read_frames(mem, ex, cfg, progress=False)
@@ -122,7 +123,7 @@ def compare(name, mem, queries, weights, head_iters, whole_iters, seed=0):
         head_curve.append((it, round(t_buffer + e0 - clock['t'] - clock['eval'], 2), r, med))
         clock['eval'] += time.perf_counter() - e0
 
-    train_landmark_head(buffer, head_cfg, head_iters, 4, 3e-3, 1e-4, seed, 'cpu',
+    train_landmark_head(buffer, head_cfg, head_iters, 4, 3e-3, 1e-4, seed, device,
                         progress=False, log_every=max(1, head_iters // 10), callback=on_head)
 
     # Whole network from the same ALIKE-n start.
@@ -133,12 +134,12 @@ def compare(name, mem, queries, weights, head_iters, whole_iters, seed=0):
     @torch.no_grad()
     def on_whole(it, seconds, net_, heads):
         def fn(img):
-            x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
+            x = torch.from_numpy(img).permute(2, 0, 1)[None].float().to(device) / 255.0
             return grid_features(net_, x)[0].permute(1, 2, 0)
         r, med = recall(fn, heads[0]['landmark'], xyz, qs)
         whole_curve.append((it, round(seconds, 2), r, med))
 
-    train_whole_network(net, [scene], whole_iters, seed=seed, progress=False,
+    train_whole_network(net, [scene], whole_iters, seed=seed, device=device, progress=False,
                         callback=on_whole, every=max(1, whole_iters // 10))
     best = min(max(c[2] for c in head_curve), max(c[2] for c in whole_curve))
     target = 0.9 * best
@@ -163,7 +164,9 @@ def main():
     p.add_argument('--whole-iterations', type=int, default=600)
     p.add_argument('--scale', type=float, default=0.5, help='image scale (0.5: 320x240)')
     p.add_argument('--skip-synthetic', action='store_true', help='only the dev-20 row')
+    add_device_argument(p)
     a = p.parse_args()
+    device = checked_device(a.device)
     torch.set_num_threads(2)
     weights = os.path.join(a.weights, 'alike-n.pth')
     rows = []
@@ -174,13 +177,14 @@ def main():
                                            height=int(480 * a.scale), query_lighting=True)
         folder = PosedFrameFolder(root)
         rows.append(compare('synthetic-20/30', folder.frames(mem_s), folder.frames(q_s),
-                            weights, a.head_iterations, a.whole_iterations))
+                            weights, a.head_iterations, a.whole_iterations, device=device))
         print(json.dumps(rows[-1]), flush=True)
     if a.data:
         folder = PosedFrameFolder(a.data)
         mem = [Resized(f, a.scale) for f in folder.frames(parse_frame_list('0:700:35', folder))]
         q = [Resized(f, a.scale) for f in folder.frames(parse_frame_list('15:700:10', folder))]
-        rows.append(compare('dev-20', mem, q, weights, a.head_iterations, a.whole_iterations))
+        rows.append(compare('dev-20', mem, q, weights, a.head_iterations, a.whole_iterations,
+                            device=device))
         print(json.dumps(rows[-1]), flush=True)
 
 

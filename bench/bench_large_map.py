@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 
+from device_arg import add_device_argument, checked_device
 import torch
 
 from scene_reloc.evaluation import compute_metrics, localize_frames
@@ -52,7 +53,9 @@ def main():
     p.add_argument('--augmentations', type=int, default=8,
                    help='augmented views per memorized frame (the buffer grows with frames)')
     p.add_argument('--out', default='out/large_map')
+    add_device_argument(p)
     a = p.parse_args()
+    device = checked_device(a.device)
     torch.set_num_threads(2)
     os.makedirs(a.out, exist_ok=True)
     folder = PosedFrameFolder(a.data)
@@ -72,9 +75,9 @@ def main():
     for name, n, memorized, queries in cases:
         path = os.path.join(a.out, f'{name}.map')
         cfg = MemorizeConfig(backbone='alike-n', backbone_weights=os.path.join(
-            a.weights, 'alike-n.pth'), device='cpu', augmentations=a.augmentations)
+            a.weights, 'alike-n.pth'), device=device, augmentations=a.augmentations)
         summary = memorize(memorized, path, cfg, progress=False)
-        reloc = Relocalizer.from_file(path, device='cpu')
+        reloc = Relocalizer.from_file(path, device=device)
         for k in [0] + [int(v) for v in a.retrieved.split(',')]:
             reloc.config.retrieved_frames = k
             m = compute_metrics(localize_frames(reloc.localize, queries),

@@ -41,6 +41,7 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from device_arg import add_device_argument, checked_device  # noqa: E402
 from real_scenes import MAPPED, scene_frames  # noqa: E402
 
 from scene_reloc.backbones import FeatureExtractor  # noqa: E402
@@ -149,6 +150,7 @@ def main():
     p.add_argument('--scaling', action='store_true', help='latency / memory against size')
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--out', default='out/retrieval_bench')
+    add_device_argument(p)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     os.makedirs(a.out, exist_ok=True)
@@ -156,7 +158,7 @@ def main():
     if a.scaling:
         results['scaling'] = scaling()
     weights = os.path.join(a.weights, f'{a.backbone}.pth') if a.weights else None
-    ex = FeatureExtractor(a.backbone, weights, 'cpu')
+    ex = FeatureExtractor(a.backbone, weights, checked_device(a.device))
     models = {'mean': RetrievalModel(RetrievalConfig(aggregator='mean', dim=0, adapter=False,
                                                      local_dim=ex.descriptor_dim)).eval(),
               'gem (untrained)': untrained_model(ex.descriptor_dim)}

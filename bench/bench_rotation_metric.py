@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_dev import PROTOCOLS  # noqa: E402
+from device_arg import add_device_argument, checked_device  # noqa: E402
 from sift_peer import SiftPeer  # noqa: E402
 
 from scene_reloc.evaluation import compute_metrics, record_query  # noqa: E402
@@ -78,7 +79,9 @@ def main():
     p.add_argument('--maps', default='out/bench', help="bench_dev.py's --out folder")
     p.add_argument('--backbone', default='alike-n')
     p.add_argument('--protocols', default='dev-20,dev-10,dev-100')
+    add_device_argument(p)
     a = p.parse_args()
+    device = checked_device(a.device)
     folder = PosedFrameFolder(a.data)
     rows = []
     for name in a.protocols.split(','):
@@ -88,7 +91,7 @@ def main():
         for suffix, what in (('', 'ours'), ('-sld', 'SLD landmarks')):
             path = os.path.join(a.maps, f'{name}-{a.backbone}{suffix}.map')
             if os.path.exists(path):
-                reloc = Relocalizer.from_file(path, device='cpu')
+                reloc = Relocalizer.from_file(path, device=device)
                 rows.append(score(f'{name} | {what}', reloc.localize, queries, raw))
         peer = SiftPeer()
         peer.memorize(folder.frames(parse_frame_list(mem_spec, folder)))

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from device_arg import add_device_argument, checked_device  # noqa: E402
 from real_scenes import MAPPED, MEMORIZE_OVERRIDES, out_of_map_images, scene_frames  # noqa: E402, E501
 
 from scene_reloc.evaluation import compute_metrics, map_selection, record_query  # noqa: E402
@@ -57,7 +58,9 @@ def main():
     p.add_argument('--reuse-maps', action='store_true',
                    help='use the maps already in --out when they load (skip memorizing)')
     p.add_argument('--out', default='out/site')
+    add_device_argument(p)
     a = p.parse_args()
+    device = checked_device(a.device)
     torch.set_num_threads(a.threads)
     os.makedirs(a.out, exist_ok=True)
     weights = os.path.join(a.weights, f'{a.backbone}.pth')
@@ -65,7 +68,7 @@ def main():
     for name in MAPPED:
         mem, query = scene_frames(a.data, name)
         path = os.path.join(a.out, f'{name}.map')
-        cfg = MemorizeConfig(backbone=a.backbone, backbone_weights=weights, device='cpu',
+        cfg = MemorizeConfig(backbone=a.backbone, backbone_weights=weights, device=device,
                              head=a.head, name=name, retrieval_model=a.retrieval_model,
                              **MEMORIZE_OVERRIDES.get(name, {}))
         if a.reuse_maps and os.path.exists(path):
@@ -77,7 +80,7 @@ def main():
         print(f'# memorized {name}: {len(mem)} frames, {memorize_s[name]} s', file=sys.stderr)
     site_path = os.path.join(a.out, 'real.site')
     write_site(site_path, maps, SiteConfig(a.shortlist, a.max_maps, a.min_inliers))
-    site = SiteLocalizer.from_file(site_path, device='cpu')
+    site = SiteLocalizer.from_file(site_path, device=device)
     first = queries['kitchen'][0]
     site.localize(first.load_color(), first.K)            # warm-up
     rows, all_in = {}, []
