@@ -8,7 +8,7 @@ DEMO_DIR ?= out/demo
 
 .PHONY: setup test lint demo bench bench-synthetic bench-node check-bags corpus bench-fewshot \
 	bench-throughput shipped-weights retrieval-models retrieval-weights bench-retrieval bench-site \
-	bench-reliability bench-sld-ablation clean help
+	bench-reliability bench-sld-ablation bench-speed bench-node-real clean help
 
 help:
 	@echo "make setup   - create $(VENV) with the pinned dependencies (idempotent)"
@@ -17,6 +17,8 @@ help:
 	@echo "make bench   - the real-data benchmark (needs DATA=... WEIGHTS=..., see README)"
 	@echo "make bench-sld-ablation - what each part of the landmark detector is worth (dev-20)"
 	@echo "make bench-node - the node under a 640x480 30 Hz camera for 5 minutes"
+	@echo "make bench-speed - query stages and speed settings, memorize times (dev-20, ~8 min)"
+	@echo "make bench-node-real - the node on real frames with ALIKE-n (after bench-speed)"
 	@echo "make bench-reliability - fuzzing, damaged maps, 200 lifecycle cycles, 10-minute soak"
 	@echo "make check-bags - read the real ROS 2 bags (BAGS=...)"
 	@echo "make bench-fewshot - corpus, pretraining, meta-training, few-shot curves (~1 h)"
@@ -49,6 +51,13 @@ DATA ?= ../shared/data/7scenes_redkitchen_dev
 WEIGHTS ?= ../shared/weights
 bench: setup
 	$(PY) bench/bench_dev.py --data $(DATA) --weights $(WEIGHTS) --out out/bench
+
+bench-speed: setup
+	$(PY) bench/bench_query_speed.py --data $(DATA) --weights $(WEIGHTS) --out out/query_speed
+
+bench-node-real: setup
+	$(PY) bench/bench_node.py --map out/query_speed/dev-20-region.map --data $(DATA) \
+		--frames 15:700:10 --duration 120
 
 bench-sld-ablation: setup
 	$(PY) bench/bench_sld_ablation.py --data $(DATA) --weights $(WEIGHTS) --out out/sld_ablation

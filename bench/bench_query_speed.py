@@ -17,7 +17,8 @@ Where a query's time goes, and what each speed setting buys (dev-20, 640x480, on
 
 Memorizes dev-20 with both scene models (the memorize time is a row's figure too), then
 localizes the dev-20 queries under each setting: the backbone on torch or ONNX Runtime, RANSAC
-on all correspondences or the best-scored ones, 2048 or 1024 keypoints, 2 or 1 backbone threads.
+on all correspondences or the best-scored ones, the head in bf16 or fp32 (region maps), 2048
+or 1024 keypoints, 2 or 1 backbone threads.
 Each row: recall and median (the accuracy a setting costs), latency p50/p95 of the whole query,
 and the p50 of its stages (backbone features, scene model correspondences, PnP). The SIFT peer
 runs on the same frames in the same run.
@@ -50,8 +51,10 @@ from scene_reloc_training.memorize.memorize_scene import memorize, MemorizeConfi
 # (label, Relocalizer keyword arguments, localizer settings, pnp settings)
 SETTINGS = [
     ('backbone on torch', {'runtime': 'torch'}, {}, {}),
-    ('ONNX Runtime (default)', {}, {}, {}),
-    ('+ RANSAC on the best 500', {}, {}, {'ransac_subset': 500}),
+    ('default: ONNX Runtime, RANSAC on the best 1000', {}, {}, {}),
+    ('RANSAC on all correspondences', {}, {}, {'ransac_subset': 0}),
+    ('RANSAC on the best 500', {}, {}, {'ransac_subset': 500}),
+    ('head in fp32', {}, {'head_precision': 'fp32'}, {}),
     ('1024 keypoints', {}, {'max_keypoints': 1024}, {}),
     ('1 backbone thread', {'threads': 1}, {}, {}),
 ]
@@ -84,6 +87,8 @@ def run_settings(name, path, queries, device, summary):
         if device != 'cpu' and open_kw:
             continue   # runtime and threads are CPU settings
         reloc = Relocalizer.from_file(path, device=device, **open_kw)
+        if loc_kw.get('head_precision') == reloc.config.head_precision:
+            continue   # landmark maps' heads run in fp32 already
         cfg = copy.deepcopy(reloc.config)
         for k, v in loc_kw.items():
             setattr(cfg, k, v)

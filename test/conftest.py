@@ -39,9 +39,12 @@ def _private_cache(tmp_path_factory):
     else:
         os.environ['SCENE_RELOC_CACHE'] = old
 
-# Small but real: 160x120 images, a 16 x 16 partition, a short training run.
+# Small but real: 160x120 images, a 16 x 16 partition, a short training run. fp32: the node
+# tests' thresholds were set on this map as trained in fp32 (bf16 training, the default where
+# native, gives the same accuracy on this scene over seeds 0-2, median 1.73 cm either way, but
+# other poses; it is tested in test_precision and by the landmark scene below).
 SMALL_CFG = dict(backbone='handcrafted', device='cpu', k1=16, k2=16, iterations=300,
-                 augmentations=2, max_keypoints=1024, seed=0)
+                 augmentations=2, max_keypoints=1024, seed=0, precision='fp32')
 
 
 @pytest.fixture(scope='session')

@@ -27,6 +27,13 @@ def add_common(p):
                         'one recorded in the map has moved')
 
 
+def add_runtime(p):
+    """Add --runtime (what runs the backbone when a map is queried)."""
+    p.add_argument('--runtime', default='auto', choices=['auto', 'torch', 'onnxruntime'],
+                   help='what runs the backbone: auto = ONNX Runtime on the CPU where installed '
+                   '(faster), torch on CUDA')
+
+
 def add_scene_arguments(p):
     """Add the arguments that pick the training and validation scenes (pretrain, meta-train)."""
     p.add_argument('--data', nargs='+', default=[], help='posed RGB-D folders, one a scene')

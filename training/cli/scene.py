@@ -24,7 +24,7 @@ import sys
 
 import numpy as np
 
-from scene_reloc_training.cli.common import add_common, FRAMES_HELP
+from scene_reloc_training.cli.common import add_common, add_runtime, FRAMES_HELP
 
 
 def add_parsers(sub):
@@ -112,6 +112,7 @@ def add_parsers(sub):
                    'map); adds map-selection counts to the metrics')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
     add_common(p)
+    add_runtime(p)
 
     p = sub.add_parser('localize', help='print one pose per image as JSON lines',
                        description='Localize images; prints one JSON object per image with '
@@ -121,6 +122,7 @@ def add_parsers(sub):
     p.add_argument('--intrinsics', required=True, help='text file with the 3x3 K of the images')
     p.add_argument('images', nargs='+', metavar='IMAGE')
     add_common(p)
+    add_runtime(p)
 
     p = sub.add_parser('select-landmarks', help='select salient 3D landmarks and plot them',
                        description='Select the landmarks a landmark_detector map would use '
@@ -177,7 +179,7 @@ def cmd_memorize(a):
 
 def _relocalizer(a):
     from scene_reloc.site import open_localizer
-    return open_localizer(a.map, a.backbone_weights, a.device)
+    return open_localizer(a.map, a.backbone_weights, a.device, runtime=a.runtime)
 
 
 def cmd_evaluate(a):
