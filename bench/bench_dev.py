@@ -36,10 +36,8 @@ import sys
 import tempfile
 import time
 
-import cv2
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from device_arg import start_run  # noqa: E402
 from sift_peer import SiftPeer  # noqa: E402
 
 from scene_reloc.evaluation import compute_metrics, localize_frames  # noqa: E402
@@ -53,6 +51,14 @@ PROTOCOLS = {
     'dev-10': ('0:700:70', '15:700:10'),
     'dev-100': ('0:700:7', '15:700:10'),
 }
+
+
+def protocol_frames(data, protocol):
+    """(memorized frames, query frames) of a protocol on the kitchen folder ``data``."""
+    folder = PosedFrameFolder(data)
+    mem_spec, q_spec = PROTOCOLS[protocol]
+    return (folder.frames(parse_frame_list(mem_spec, folder)),
+            folder.frames(parse_frame_list(q_spec, folder)))
 
 
 def run_ours(name, mem, queries, cfg, out_dir, plain_src=True):
@@ -132,11 +138,7 @@ def main():
                    help='cpu | cuda | auto: where our models memorize and query (the peer is CPU)')
     p.add_argument('--out', default='out/bench')
     a = p.parse_args()
-    if a.device.startswith('cuda') and not torch.cuda.is_available():
-        sys.exit('--device cuda: no CUDA device here (torch sees none); use --device cpu')
-    torch.set_num_threads(a.threads)
-    cv2.setNumThreads(a.threads)
-    os.makedirs(a.out, exist_ok=True)
+    start_run(a)
     weights = os.path.join(a.weights, f'{a.backbone}.pth') if a.weights else None
     rows = []
 
@@ -172,11 +174,8 @@ def main():
         if not a.data or not weights or not os.path.exists(weights):
             sys.exit('the real-data rows need --data and --weights (with '
                      f'{a.backbone}.pth); or pass --synthetic-only')
-        folder = PosedFrameFolder(a.data)
         for name in a.protocols.split(','):
-            mem_spec, q_spec = PROTOCOLS[name]
-            mem = folder.frames(parse_frame_list(mem_spec, folder))
-            queries = folder.frames(parse_frame_list(q_spec, folder))
+            mem, queries = protocol_frames(a.data, name)
             cfg = MemorizeConfig(backbone=a.backbone, backbone_weights=weights, device=a.device)
             t0 = time.time()
             if 'region' in heads:

@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 
+from device_arg import add_device_argument, checked_device
 import torch
 
 from scene_reloc.backbones import FeatureExtractor
@@ -72,7 +73,7 @@ def meta_init(a, name, weights):
     path = os.path.join(a.out, f'meta-{name}.safetensors')
     if not os.path.exists(path):
         subprocess.run([SCRIPT, 'meta-train', '--corpus', a.corpus, '--backbone', 'alike-n',
-                        '--backbone-weights', weights, '--out', path, '--device', 'cpu',
+                        '--backbone-weights', weights, '--out', path, '--device', a.device,
                         '--outer-steps', str(a.outer_steps), '--inner-steps',
                         str(a.inner_steps)], check=True)
     with open(path + '.json') as f:
@@ -90,8 +91,8 @@ def scenes(a):
 
 def run_scene(a, scene, bb, weights, init_path):
     name, mem, queries = scene
-    cfg = MemorizeConfig(backbone='alike-n', backbone_weights=weights, device='cpu')
-    ex = FeatureExtractor('alike-n', weights, 'cpu')
+    cfg = MemorizeConfig(backbone='alike-n', backbone_weights=weights, device=a.device)
+    ex = FeatureExtractor('alike-n', weights, a.device)
     t0 = time.perf_counter()
     images, coords, feats, _ = read_frames(mem, ex, cfg, False)
     material = region_material(images, coords, feats, ex, cfg, False)
@@ -103,13 +104,13 @@ def run_scene(a, scene, bb, weights, init_path):
             t1 = time.perf_counter()
             model, _ = train_region_head(material['buffer'], material['head_cfg'], steps,
                                          cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.seed,
-                                         'cpu', progress=False, init_state=state)
+                                         a.device, progress=False, init_state=state)
             train_s = time.perf_counter() - t1
             path = os.path.join(a.out, 'maps', f'{name}-{bb}-{init}-{steps}.map')
             os.makedirs(os.path.dirname(path), exist_ok=True)
             write_map(path, region_tensors(material, model), material['head_cfg'],
                       {'train_seconds': round(buffer_s + train_s, 2)}, ex, cfg, mem, '')
-            m = evaluate_frames(Relocalizer.from_file(path, weights, 'cpu'), queries)
+            m = evaluate_frames(Relocalizer.from_file(path, weights, a.device), queries)
             rows.append({'scene': name, 'backbone': bb, 'init': init, 'steps': steps,
                          'head_seconds': round(train_s, 2), 'buffer_seconds': round(buffer_s, 2),
                          'recall_5cm_5deg': m['recall_5cm_5deg'],
@@ -214,7 +215,9 @@ def main():
                    help='meta-train steps per episode (the shipped start: 100)')
     p.add_argument('--rows', metavar='JSON',
                    help='only re-make the table and plot from an earlier fewshot.json')
+    add_device_argument(p)
     a = p.parse_args()
+    checked_device(a.device)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     os.makedirs(a.out, exist_ok=True)
     if a.rows:

@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 
+from device_arg import add_device_argument, checked_device
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,7 +95,7 @@ def proc_sample(pid):
     return cpu, rss / 1024
 
 
-def start_node(scene_map, domain_id, params=()):
+def start_node(scene_map, domain_id, params=(), device='cpu'):
     """Start the node as the launch file does on a fresh domain; return (env, process)."""
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id),
                ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
@@ -103,7 +104,7 @@ def start_node(scene_map, domain_id, params=()):
     os.environ.update(env)
     args = [sys.executable, '-m', 'scene_reloc.ros.reloc_node', '--ros-args', '--params-file',
             os.path.join(ROOT, 'config', 'reloc.yaml'), '-p', f'scene_map:={scene_map}', '-p',
-            'device:=cpu', '-r', '/tf:=tf', '-r', '/tf_static:=tf_static']
+            f'device:={device}', '-r', '/tf:=tf', '-r', '/tf_static:=tf_static']
     for p in params:
         args += ['-p', p]
     return env, subprocess.Popen(args, env=env)
@@ -126,6 +127,7 @@ def main():
     p.add_argument('--frames', help='frame list of the images to publish')
     p.add_argument('--duration', type=float, default=300.0, help='seconds of camera stream')
     p.add_argument('--rate', type=float, default=30.0, help='camera frame rate (Hz)')
+    add_device_argument(p)
     p.add_argument('--camera', action='store_true', help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.camera:
@@ -136,7 +138,7 @@ def main():
     import rclpy
     if not a.map:
         a.map, a.data, a.frames = make_scene(tempfile.mkdtemp(prefix='bench-node-'))
-    env, node = start_node(a.map, 60 + os.getpid() % 30)
+    env, node = start_node(a.map, 60 + os.getpid() % 30, device=checked_device(a.device))
     rclpy.init()
     lst = rclpy.create_node('bench_listener')
     latencies, diags = [], []

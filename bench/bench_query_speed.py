@@ -34,17 +34,15 @@ import os
 import sys
 import time
 
-import cv2
 import numpy as np
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_dev import PROTOCOLS, write_results  # noqa: E402
+from bench_dev import protocol_frames, PROTOCOLS, write_results  # noqa: E402
+from device_arg import add_device_argument, start_run  # noqa: E402
 from sift_peer import SiftPeer  # noqa: E402
 
 from scene_reloc.evaluation import compute_metrics, localize_frames  # noqa: E402
 from scene_reloc.pnp import solve_pnp  # noqa: E402
-from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder  # noqa: E402
 from scene_reloc.relocalizer import Relocalizer  # noqa: E402
 from scene_reloc_training.memorize.memorize_scene import memorize, MemorizeConfig  # noqa: E402
 
@@ -124,18 +122,11 @@ def main():
     p.add_argument('--weights', required=True, help='folder with alike-n.pth')
     p.add_argument('--protocol', default='dev-20', choices=sorted(PROTOCOLS))
     p.add_argument('--threads', type=int, default=2, help='CPU threads (torch and OpenCV)')
-    p.add_argument('--device', default='cpu', help='cpu | cuda: where our models run')
+    add_device_argument(p)
     p.add_argument('--out', default='out/query_speed')
     a = p.parse_args()
-    if a.device.startswith('cuda') and not torch.cuda.is_available():
-        sys.exit('--device cuda: no CUDA device here (torch sees none); use --device cpu')
-    torch.set_num_threads(a.threads)
-    cv2.setNumThreads(a.threads)
-    os.makedirs(a.out, exist_ok=True)
-    folder = PosedFrameFolder(a.data)
-    mem_spec, q_spec = PROTOCOLS[a.protocol]
-    mem = folder.frames(parse_frame_list(mem_spec, folder))
-    queries = folder.frames(parse_frame_list(q_spec, folder))
+    start_run(a)
+    mem, queries = protocol_frames(a.data, a.protocol)
     weights = os.path.join(a.weights, 'alike-n.pth')
     rows = []
     for head, short in (('region_classifier', 'region'), ('landmark_detector', 'SLD')):

@@ -45,6 +45,7 @@ import tempfile
 import threading
 import time
 
+from device_arg import add_device_argument, checked_device
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,7 +66,7 @@ def make_maps(work):
     for seed in (0, 1):
         path = os.path.join(work, f'scene-{seed}.map')
         cli(['memorize', '--data', scene, '--frames', os.path.join(scene, 'memorize.txt'),
-             '--out', path, '--device', 'cpu', '--seed', str(seed), '--quiet'])
+             '--out', path, '--device', DEVICE['name'], '--seed', str(seed), '--quiet'])
         maps.append(path)
     return maps, scene, os.path.join(scene, 'query.txt')
 
@@ -168,7 +169,7 @@ def lifecycle_loop(map_path, cycles):
     rclpy.init()
     node = RelocNode(parameter_overrides=[
         Parameter('scene_map', Parameter.Type.STRING, map_path),
-        Parameter('device', Parameter.Type.STRING, 'cpu'),
+        Parameter('device', Parameter.Type.STRING, DEVICE['name']),
         Parameter('autostart', Parameter.Type.BOOL, False)])
     exe = SingleThreadedExecutor()
     exe.add_node(node)
@@ -289,7 +290,8 @@ def soak(maps, data, frames, duration, rate, switch_every, map_from_odom):
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from tf2_msgs.msg import TFMessage
-    env, node = start_node(maps[0], 150 + os.getpid() % 30, ['diagnostics_period:=0.5'])
+    env, node = start_node(maps[0], 150 + os.getpid() % 30, ['diagnostics_period:=0.5'],
+                           device=DEVICE['name'])
     rclpy.init()
     lst = rclpy.create_node('soak_listener')
     poses, m2o, diags = [], [], []
@@ -424,6 +426,9 @@ def table(res):
     return '\n'.join(rows)
 
 
+DEVICE = {'name': 'cpu'}   # --device: where the maps are memorized and the node runs
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -439,7 +444,9 @@ def main():
     p.add_argument('--soak-camera', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--data', help=argparse.SUPPRESS)
     p.add_argument('--frames', help=argparse.SUPPRESS)
+    add_device_argument(p)
     a = p.parse_args()
+    DEVICE['name'] = checked_device(a.device)
     map_from_odom = np.eye(4)
     map_from_odom[:3, 3] = 0.5, -0.2, 0.0
     if a.soak_camera:

@@ -30,14 +30,13 @@ import json
 import os
 import sys
 
-import cv2
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_dev import PROTOCOLS, write_results  # noqa: E402
+from bench_dev import protocol_frames, PROTOCOLS, write_results  # noqa: E402
+from device_arg import start_run  # noqa: E402
 
 from scene_reloc.evaluation import compute_metrics, localize_frames  # noqa: E402
-from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder  # noqa: E402
 from scene_reloc.relocalizer import Relocalizer  # noqa: E402
 from scene_reloc_training.memorize.memorize_scene import memorize, MemorizeConfig  # noqa: E402
 
@@ -100,13 +99,8 @@ def main():
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--out', default='out/sld_ablation')
     a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    cv2.setNumThreads(a.threads)
-    os.makedirs(a.out, exist_ok=True)
-    folder = PosedFrameFolder(a.data)
-    mem_spec, q_spec = PROTOCOLS[a.protocol]
-    mem = folder.frames(parse_frame_list(mem_spec, folder))
-    queries = folder.frames(parse_frame_list(q_spec, folder))
+    start_run(a)
+    mem, queries = protocol_frames(a.data, a.protocol)
     base = MemorizeConfig(backbone='alike-n', backbone_weights=os.path.join(
         a.weights, 'alike-n.pth'), device=a.device, head='landmark_detector')
     rows = []

@@ -12,10 +12,12 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The ``--device`` option every benchmark takes, and its check."""
+"""The ``--device`` option every benchmark takes, its check, and a run's common set-up."""
 
+import os
 import sys
 
+import cv2
 import torch
 
 
@@ -31,3 +33,11 @@ def checked_device(name):
     if name.startswith('cuda') and not torch.cuda.is_available():
         sys.exit(f'--device {name}: no CUDA device here (torch sees none); use --device cpu')
     return name
+
+
+def start_run(a):
+    """Check ``a.device``, use ``a.threads`` CPU threads (torch, OpenCV), create ``a.out``."""
+    checked_device(a.device)
+    torch.set_num_threads(a.threads)
+    cv2.setNumThreads(a.threads)
+    os.makedirs(a.out, exist_ok=True)
