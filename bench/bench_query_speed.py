@@ -18,7 +18,8 @@ Where a query's time goes, and what each speed setting buys (dev-20, 640x480, on
 Memorizes dev-20 with both scene models (the memorize time is a row's figure too), then
 localizes the dev-20 queries under each setting: the backbone on torch or ONNX Runtime, RANSAC
 on all correspondences or the best-scored ones, the head in bf16 or fp32 (region maps), 2048
-or 1024 keypoints, 2 or 1 backbone threads.
+or 1024 keypoints, queries at 640x480 or 320x240 (the map stays memorized at 640x480), 2 or 1
+backbone threads.
 Each row: recall and median (the accuracy a setting costs), latency p50/p95 of the whole query,
 and the p50 of its stages (backbone features, scene model correspondences, PnP). The SIFT peer
 runs on the same frames in the same run.
@@ -38,6 +39,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_dev import protocol_frames, PROTOCOLS, write_results  # noqa: E402
+from bench_head_vs_whole import Resized  # noqa: E402
 from device_arg import add_device_argument, start_run  # noqa: E402
 from sift_peer import SiftPeer  # noqa: E402
 
@@ -46,15 +48,16 @@ from scene_reloc.pnp import solve_pnp  # noqa: E402
 from scene_reloc.relocalizer import Relocalizer  # noqa: E402
 from scene_reloc_training.memorize.memorize_scene import memorize, MemorizeConfig  # noqa: E402
 
-# (label, Relocalizer keyword arguments, localizer settings, pnp settings)
+# (label, Relocalizer keyword arguments, localizer settings, pnp settings, query image scale)
 SETTINGS = [
-    ('backbone on torch', {'runtime': 'torch'}, {}, {}),
-    ('default: ONNX Runtime, RANSAC on the best 1000', {}, {}, {}),
-    ('RANSAC on all correspondences', {}, {}, {'ransac_subset': 0}),
-    ('RANSAC on the best 500', {}, {}, {'ransac_subset': 500}),
-    ('head in fp32', {}, {'head_precision': 'fp32'}, {}),
-    ('1024 keypoints', {}, {'max_keypoints': 1024}, {}),
-    ('1 backbone thread', {'threads': 1}, {}, {}),
+    ('backbone on torch', {'runtime': 'torch'}, {}, {}, 1.0),
+    ('default: ONNX Runtime, RANSAC on the best 1000', {}, {}, {}, 1.0),
+    ('RANSAC on all correspondences', {}, {}, {'ransac_subset': 0}, 1.0),
+    ('RANSAC on the best 500', {}, {}, {'ransac_subset': 500}, 1.0),
+    ('head in fp32', {}, {'head_precision': 'fp32'}, {}, 1.0),
+    ('1024 keypoints', {}, {'max_keypoints': 1024}, {}, 1.0),
+    ('queries at 320x240 (1024 keypoints)', {}, {'max_keypoints': 1024}, {}, 0.5),
+    ('1 backbone thread', {'threads': 1}, {}, {}, 1.0),
 ]
 
 
@@ -81,7 +84,7 @@ def stage_times(reloc, frames):
 
 def run_settings(name, path, queries, device, summary):
     rows = []
-    for label, open_kw, loc_kw, pnp_kw in SETTINGS:
+    for label, open_kw, loc_kw, pnp_kw, scale in SETTINGS:
         if device != 'cpu' and open_kw:
             continue   # runtime and threads are CPU settings
         reloc = Relocalizer.from_file(path, device=device, **open_kw)
@@ -93,10 +96,11 @@ def run_settings(name, path, queries, device, summary):
         for k, v in pnp_kw.items():
             setattr(cfg.pnp, k, v)
         reloc.config = cfg
-        m = compute_metrics(localize_frames(reloc.localize, queries),
+        frames = queries if scale == 1.0 else [Resized(f, scale) for f in queries]
+        m = compute_metrics(localize_frames(reloc.localize, frames),
                             train_seconds=summary['train_seconds'],
                             map_megabytes=summary['map_megabytes'])
-        m.update(stage_times(reloc, queries), runtime=reloc.extractor.runtime)
+        m.update(stage_times(reloc, frames), runtime=reloc.extractor.runtime)
         rows.append((f'{name} | {label}', m))
         print(json.dumps({'row': rows[-1][0], **m}), flush=True)
     return rows
