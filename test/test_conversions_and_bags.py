@@ -128,6 +128,33 @@ def test_dataset_bag_dataset_round_trip(small_scene, tmp_path, storage):
     assert len(odom) == 5
 
 
+def test_a_bag_without_depth_gives_frames_without_depth(small_scene, tmp_path, capsys):
+    """No depth topic: no depth files (not all-zero ones); all-zero depth counts as none."""
+    from scene_reloc.backbones import FeatureExtractor
+    from scene_reloc_training.memorize.memorize_scene import MemorizeConfig, read_frames
+    root, mem, _ = small_scene
+    bag = str(tmp_path / 'bag')
+    dataset_to_bag(PosedFrameFolder(root).frames(mem[:3]), bag, compressed=False,
+                   progress=False)
+    out = str(tmp_path / 'frames')
+    summary = bag_to_dataset(bag, out, '/camera/image', '/camera/camera_info',
+                             world_frame='map', camera_frame='camera_gt', progress=False)
+    assert summary['frames'] == 3
+    assert not [n for n in os.listdir(out) if n.endswith('.depth.png')]
+    back = PosedFrameFolder(out).frames(PosedFrameFolder(out).stems())
+    assert all(f.load_depth() is None for f in back)
+    # A folder whose depth images are all zero (as earlier bag-to-dataset wrote them).
+    for f in back:
+        cv2.imwrite(f.depth_path, np.zeros(f.load_color().shape[:2], np.uint16))
+    ex = FeatureExtractor('handcrafted', None, 'cpu')
+    with pytest.raises(ValueError, match='without one valid pixel.*triangulate'):
+        read_frames(back, ex, MemorizeConfig(device='cpu'), progress=False)
+    _, _, _, depths = read_frames(back, ex, MemorizeConfig(device='cpu',
+                                                          head='landmark_detector'), False)
+    assert depths == [None] * 3
+    assert '3 depth image(s) hold no valid depth' in capsys.readouterr().err
+
+
 def test_a_bag_missing_a_topic_is_a_clear_error(small_scene, tmp_path):
     root, mem, _ = small_scene
     bag = str(tmp_path / 'bag')

@@ -260,7 +260,7 @@ def bag_to_dataset(bag, out, image_topic, info_topic, world_frame='map', camera_
         except InputError:
             skipped['bad_image'] += 1
             continue
-        depth_m = np.zeros(rgb.shape[:2], np.float32)
+        depth_m = None    # no depth topic: no depth files (never an all-invalid fake)
         if depth_topic:
             j = int(np.argmin(np.abs(depth_ns - ns))) if len(depth_ns) else -1
             if j < 0 or abs(depth_ns[j] - ns) > max_depth_gap_s * 1e9:

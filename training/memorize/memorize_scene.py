@@ -179,12 +179,18 @@ def memorize(frames, out_path, cfg=MemorizeConfig(), resume=False, progress=True
 def read_frames(frames, extractor, cfg, progress):
     """Colour, scene coordinates, backbone features and depth of the memorized frames."""
     images, coords, feats, depths = [], [], [], []
+    empty = []
     for fr in tqdm(frames, desc='reading frames', disable=not progress, unit='frame'):
         rgb = fr.load_color()
         depth = fr.load_depth()
+        if depth is not None and not np.any(depth > 0):
+            empty.append(fr.stem)     # an all-invalid depth image is no depth at all
+            depth = None
         if depth is None and cfg.head != 'landmark_detector':
-            raise ValueError(f'frame {fr.stem} has no depth image: the region classifier '
-                             'needs depth (a landmark_detector map can triangulate instead)')
+            what = 'a depth image without one valid pixel' if empty and empty[-1] == fr.stem \
+                else 'no depth image'
+            raise ValueError(f'frame {fr.stem} has {what}: the region classifier needs depth '
+                             '(a landmark_detector map can triangulate instead)')
         if depth is not None and depth.shape != rgb.shape[:2]:
             raise ValueError(f'frame {fr.stem}: depth {depth.shape} and colour '
                              f'{rgb.shape[:2]} sizes differ')
@@ -197,6 +203,10 @@ def read_frames(frames, extractor, cfg, progress):
         coords.append(xyz)
         depths.append(depth)
         feats.append(extract_frame(extractor, rgb, xyz, cfg.max_keypoints))
+    if empty:
+        print(f'warning: {len(empty)} depth image(s) hold no valid depth and are treated as '
+              f'missing: {", ".join(empty[:5])}{" ..." if len(empty) > 5 else ""}',
+              file=sys.stderr)
     _check_edge_mask(frames, depths, coords, cfg)
     return images, coords, feats, depths
 
