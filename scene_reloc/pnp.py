@@ -47,8 +47,6 @@ class PnPConfig:
     matches first, as descriptor similarity does (region maps give 1400-1900 correspondences
     at 2048 keypoints: 1000 kept the recall and median on a validation split of the kitchen
     and cut the p95 latency by a third; 500 lost a frame of 60)."""
-    progressive: bool = False
-    """PROSAC: sample the best-scored correspondences first."""
     refine_rounds: int = 4
     """After RANSAC: rounds of re-collecting the inliers among all correspondences under the
     current pose and refining on them (DSAC*-style), until the inlier set stops changing."""
@@ -186,11 +184,8 @@ def solve_pnp(points2d, points3d, K, image_size, cfg=PnPConfig(), weights=None, 
     ransac = {'max_reproj_error': cfg.max_reproj_error, 'max_iterations': cfg.max_iterations,
               'min_iterations': cfg.min_iterations, 'success_prob': cfg.success_prob}
     order = np.arange(len(points2d))
-    if scores is not None and (cfg.progressive or 0 < cfg.ransac_subset < len(points2d)):
-        order = np.argsort(-np.asarray(scores), kind='stable')
-        if cfg.ransac_subset > 0:
-            order = order[:cfg.ransac_subset]
-        ransac['progressive_sampling'] = bool(cfg.progressive)
+    if scores is not None and 0 < cfg.ransac_subset < len(points2d):
+        order = np.argsort(-np.asarray(scores), kind='stable')[:cfg.ransac_subset]
     pose, info = poselib.estimate_absolute_pose(points2d[order], points3d[order], camera,
                                                 ransac, {})
     inliers = np.zeros(len(points2d), dtype=bool)

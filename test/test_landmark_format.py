@@ -189,7 +189,7 @@ def test_heat_at_keypoint_cells_equals_the_full_heatmaps(sld_scene):
     feats = reloc.features(frame.load_color())
     model = reloc.scene_model
     with torch.no_grad():
-        heat = model._keypoint_heat(feats)
+        heat = model._keypoint_heat(feats, reloc.config)
         full = model.head.probabilities(feats.grid_desc.permute(2, 0, 1)[None].float())[0]
     kp = feats.keypoints
     cx, cy = ((kp + 0.5) / 8).long().unbind(1)

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import torch
 
-from scene_reloc.region_head import RegionClassifier, RegionHeadConfig
-from scene_reloc_training.memorize.precision import (
+from scene_reloc.precision import (
     autocast,
     cpu_has_native_bf16,
     resolve_precision,
 )
+from scene_reloc.region_head import RegionClassifier, RegionHeadConfig
 from scene_reloc_training.memorize.region_training import train_region_head
 
 

@@ -189,8 +189,7 @@ class FeatureExtractor:
         elif not hasattr(self.net, 'encode'):
             problem = f'the {self.name} backbone runs on torch only'
         elif not onnxruntime_available():
-            problem = ('ONNX Runtime is not installed (pip install onnxruntime onnx, or '
-                       'apt install python3-onnxruntime)')
+            problem = 'ONNX Runtime is not installed (pip install onnxruntime onnx)'
         if not problem:
             key = f'{self.name}-{self.weights_sha256}' if self.weights_sha256 else None
             try:

@@ -117,7 +117,7 @@ class LandmarkDetectorModel(SceneModel):
                                self.points_xyz[keep].cpu().numpy().astype(np.float64),
                                w[keep].cpu().numpy().astype(np.float64))
 
-    def _keypoint_heat(self, features, visible=None, top=None, config=None):
+    def _keypoint_heat(self, features, config, visible=None, top=None):
         """
         Heatmap values of the landmarks at every keypoint's cell.
 
@@ -125,7 +125,7 @@ class LandmarkDetectorModel(SceneModel):
 
         :return: (N, L) values; with ``top``: the ``top`` highest per keypoint, (values (N, top),
             landmark ids (N, top)), ranked per cell before being spread to its keypoints.
-            With ``config``, the head runs in its ``head_precision``.
+            The head runs in ``config.head_precision``.
         """
         hc, wc = features.grid_hw
         kp = features.keypoints
@@ -133,11 +133,8 @@ class LandmarkDetectorModel(SceneModel):
         cy = ((kp[:, 1] + 0.5) / GRID_STRIDE).long().clamp(0, hc - 1)
         cells, inverse = torch.unique(cy * wc + cx, return_inverse=True)
         desc = features.grid_at(cells).float()
-        if config is None:
-            heat = self.head.cell_probabilities(desc)                           # (C, L)
-        else:
-            with self.head_autocast(config):
-                heat = self.head.cell_probabilities(desc).float()
+        with self.head_autocast(config):
+            heat = self.head.cell_probabilities(desc).float()                   # (C, L)
         if visible is not None:
             heat = heat * visible[None]
         if top is None:
@@ -150,7 +147,7 @@ class LandmarkDetectorModel(SceneModel):
         kp = feats.keypoints
         if kp.shape[0] == 0:
             return Correspondences(np.zeros((0, 2)), np.zeros((0, 3)))
-        heat, cand = self._keypoint_heat(feats, visible, config.top_landmarks, config)  # (N, k)
+        heat, cand = self._keypoint_heat(feats, config, visible, config.top_landmarks)  # (N, k)
         # Descriptor similarity only where the heatmap is confident enough (about a third of
         # the candidates): the best of each landmark's stored observations.
         n, j = torch.nonzero(heat >= config.min_landmark_confidence, as_tuple=True)

@@ -33,7 +33,7 @@ def train_region_head(buffer, head_cfg, iterations, batch_size, lr, weight_decay
     Loss: cross-entropy on the level-1 region plus cross-entropy on the level-2 sub-region given
     the true region. One-cycle learning rate. ``init_state``: the head's start (random when
     None). ``precision``: ``fp32``, ``bf16`` or ``auto`` (see
-    :mod:`~scene_reloc_training.memorize.precision`). Every ``log_every`` iterations the state
+    :mod:`scene_reloc.precision`). Every ``log_every`` iterations the state
     (model, optimiser, iteration, RNG) goes to ``checkpoint``; with ``resume`` a run continues
     from it.
 

@@ -18,7 +18,7 @@ import os
 
 import torch
 
-from scene_reloc_training.memorize.precision import autocast, resolve_precision
+from scene_reloc.precision import autocast, resolve_precision
 
 
 class ResumableRun:
@@ -28,7 +28,7 @@ class ResumableRun:
     ``start`` is the iteration to continue from (0, or the checkpoint's); ``save(it)`` writes
     model, optimiser, schedule, generator and iteration (loaded back with weights_only=True).
     Losses computed inside ``with run.autocast():`` use ``precision`` (see
-    :mod:`~scene_reloc_training.memorize.precision`); the optimiser is torch's fused AdamW.
+    :mod:`scene_reloc.precision`); the optimiser is torch's fused AdamW.
     """
 
     def __init__(self, model, iterations, lr, weight_decay, seed, checkpoint=None,
