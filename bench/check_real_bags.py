@@ -35,7 +35,8 @@ import numpy as np
 from scene_reloc.geometry import pose_error
 from scene_reloc.ros.conversions import image_to_rgb, stamp_to_ns, transform_to_matrix
 from scene_reloc.transform_buffer import TransformBuffer, TransformError
-from scene_reloc_training.data.bags import bag_to_dataset, bag_topics, fill_tf, read_messages
+from scene_reloc_training.data.bag_frames import bag_to_dataset
+from scene_reloc_training.data.bags import bag_topics, fill_tf, read_messages
 
 
 def load(path):

@@ -25,6 +25,7 @@ Two layouts load:
 """
 
 from dataclasses import dataclass
+import json
 import os
 import re
 
@@ -36,6 +37,9 @@ from scene_reloc.geometry import nearest_rotation
 # Published 7-Scenes calibration, used for the original tree that ships no intrinsics file.
 SEVEN_SCENES_K = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]])
 INVALID_DEPTH_MM = (0, 65535)
+CAMERA_RECORD = 'camera.json'
+"""Optional file of a folder: how its images were made (``bag-to-dataset`` writes it): ``images``
+(``pinhole``, ``undistorted`` or ``distorted``), the pinhole ``K`` and the ``source`` camera."""
 
 
 class DataError(ValueError):
@@ -51,6 +55,8 @@ class PosedFrame:
     depth_path: str | None
     pose_path: str
     K: np.ndarray
+    pose: np.ndarray | None = None
+    """A pose that replaces the file's (e.g. refined by bundle adjustment while memorizing)."""
 
     def load_color(self):
         """Read the colour image as HxWx3 RGB uint8."""
@@ -64,6 +70,8 @@ class PosedFrame:
 
     def load_pose(self):
         """Read the 4x4 world_from_cam pose (metres)."""
+        if self.pose is not None:
+            return self.pose.copy()
         return read_pose(self.pose_path)
 
 
@@ -160,6 +168,7 @@ class PosedFrameFolder:
             raise DataError(f'no frame-XXXXXX.color.{{jpg,png}} files in {root} '
                             '(expected the 7-Scenes frame layout)')
         self.K = self._find_intrinsics()
+        self.camera = self._read_camera_record()
 
     def _sequence_dirs(self):
         if not self.is_tree:
@@ -173,6 +182,33 @@ class PosedFrameFolder:
         if self.is_tree:
             return SEVEN_SCENES_K.copy()
         raise DataError(f'{path} is missing: write the 3x3 colour intrinsics K there')
+
+    def _read_camera_record(self):
+        """Read ``camera.json`` if present; refuse distorted images or a disagreeing K."""
+        path = os.path.join(self.root, CAMERA_RECORD)
+        if not os.path.exists(path):
+            return None
+        try:
+            with open(path) as f:
+                record = json.load(f)
+            images, K = record['images'], np.asarray(record['K'], dtype=np.float64)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DataError(f'{path} is not a camera record ({type(e).__name__}: {e}); '
+                            'restore it or remove it') from None
+        if images == 'distorted':
+            src = record.get('source', {})
+            raise DataError(f'{path} says the images are distorted '
+                            f'({src.get("distortion_model", "?")}, D {src.get("d", "?")}): the '
+                            'pinhole core would learn the wrong geometry; undistort them first '
+                            "(bag-to-dataset does it with the recording's CameraInfo, as the "
+                            'node does for every query)')
+        if images not in ('pinhole', 'undistorted'):
+            raise DataError(f'{path}: images is {images!r}; expected pinhole, undistorted or '
+                            'distorted')
+        if K.shape != (3, 3) or not np.allclose(K, self.K, rtol=1e-6, atol=1e-6):
+            raise DataError(f'{path} gives K {K.tolist()} but camera-intrinsics.txt gives '
+                            f'{self.K.tolist()}: one of them was edited; make them agree')
+        return record
 
     def stems(self):
         """All frame stems, sorted."""

@@ -27,12 +27,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from scene_reloc.geometry import pose_error
 from scene_reloc.posed_frames import PosedFrameFolder
 from scene_reloc.ros.conversions import CameraModel, compressed_to_rgb, image_to_rgb, InputError
-from scene_reloc_training.data.bags import (
-    bag_to_dataset,
-    bag_topics,
-    dataset_to_bag,
-    read_messages,
-)
+from scene_reloc_training.data.bag_frames import bag_to_dataset
+from scene_reloc_training.data.bags import bag_topics, dataset_to_bag, read_messages
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), 'scene-reloc')
 

@@ -181,10 +181,6 @@ def test_landmark_map_from_frames_without_depth(small_scene, tmp_path):
         if not name.endswith('.depth.png'):
             os.symlink(os.path.join(root, name), nodepth / name)
     folder = PosedFrameFolder(str(nodepth))
-    with pytest.raises(ValueError, match='no depth'):
-        memorize(folder.frames(mem[:4]), str(tmp_path / 'r.map'),
-                 MemorizeConfig(backbone='handcrafted', device='cpu', k1=4, k2=4),
-                 progress=False)
     path = str(tmp_path / 'sld.map')
     summary = memorize(folder.frames(mem), path, MemorizeConfig(
         backbone='handcrafted', device='cpu', head='landmark_detector', landmarks=80,

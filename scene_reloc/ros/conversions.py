@@ -343,10 +343,12 @@ class CameraModel:
                              f'{width}x{height} image is not finite: check the calibration')
         return K
 
-    def prepare(self, rgb):
+    def prepare(self, rgb, interpolation=cv2.INTER_LINEAR):
         """
         Return ``(image, K)`` ready for the pinhole core: undistorted when needed.
 
+        :param interpolation: OpenCV interpolation of the remap (``cv2.INTER_NEAREST`` for depth
+            images, whose values must not blend across edges).
         :raises InputError: see :meth:`intrinsics_for`; or OpenCV cannot undistort with D.
         """
         h, w = rgb.shape[:2]
@@ -370,7 +372,7 @@ class CameraModel:
                 self._maps.pop(next(iter(self._maps)))
             self._maps[key] = maps
         m1, m2 = self._maps[key]
-        return cv2.remap(rgb, m1, m2, cv2.INTER_LINEAR), K
+        return cv2.remap(rgb, m1, m2, interpolation), K
 
 
 def matrix_to_pose(T, pose):

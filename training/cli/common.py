@@ -58,3 +58,31 @@ def scene_roots(a):
     if not roots:
         raise ValueError('no scenes: pass --data DIR... and/or --corpus corpus.json')
     return roots, val
+
+
+def add_recording_arguments(p):
+    """Add what picks the frames of a robot recording (bag-to-dataset, teach)."""
+    p.add_argument('--image-topic', required=True)
+    p.add_argument('--camera-info-topic', required=True)
+    p.add_argument('--depth-topic', help='depth image topic (16UC1 mm or 32FC1 m), registered '
+                   'to the colour image; without it no depth is written')
+    p.add_argument('--world-frame', default='map', help='frame the poses are expressed in')
+    p.add_argument('--camera-frame', help='camera frame in /tf (default: image frame_id)')
+    p.add_argument('--every', type=int, default=1,
+                   help='consider every N-th image only (before the keyframe rule)')
+    p.add_argument('--min-translation', type=float, default=0.05, metavar='M',
+                   help='keyframes: keep an image once the camera moved M metres since the '
+                   'last kept one (default 0.05)...')
+    p.add_argument('--min-rotation', type=float, default=5.0, metavar='DEG',
+                   help='...or turned DEG degrees (default 5; 0 and 0 keep every image)')
+    p.add_argument('--max-frames', type=int, default=300,
+                   help='keep at most N keyframes, evenly spread (default 300; 0: no cap)')
+
+
+def recording_kwargs(a):
+    """Keyword arguments of :func:`bag_to_dataset` from :func:`add_recording_arguments`."""
+    from scene_reloc_training.data.bag_frames import KeyframeRule
+    return {'image_topic': a.image_topic, 'info_topic': a.camera_info_topic,
+            'world_frame': a.world_frame, 'camera_frame': a.camera_frame,
+            'depth_topic': a.depth_topic, 'every': a.every,
+            'keyframes': KeyframeRule(a.min_translation, a.min_rotation, a.max_frames)}

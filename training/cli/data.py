@@ -15,14 +15,15 @@
 """
 The data commands of ``scene-reloc``: synthetic scenes, corpora and ROS 2 bags.
 
-make-synthetic, make-corpus, dataset-to-bag, bag-to-dataset, replay-eval, play.
+make-synthetic, make-corpus, dataset-to-bag, euroc-to-bag, bag-to-dataset, replay-eval,
+play.
 """
 
 import json
 import os
 import sys
 
-from scene_reloc_training.cli.common import FRAMES_HELP
+from scene_reloc_training.cli.common import add_recording_arguments, FRAMES_HELP, recording_kwargs
 
 
 def add_parsers(sub):
@@ -58,20 +59,34 @@ def add_parsers(sub):
     p.add_argument('--no-depth', action='store_true', help='leave out the depth topic')
     p.add_argument('--quiet', action='store_true')
 
+    p = sub.add_parser('euroc-to-bag', help='write an EuRoC MAV camera and its ground truth as '
+                       'a ROS 2 bag', description='Write one camera of the EuRoC MAV dataset '
+                       '(cam0/data.csv, cam0/data/*.png, cam0/sensor.yaml, groundtruth_body.txt) '
+                       'as a ROS 2 bag (MCAP or sqlite3) the way a robot records it: '
+                       '/cam0/image_raw (mono8), /cam0/camera_info (plumb_bob with the real '
+                       'distortion), /tf world->body from every ground-truth sample and '
+                       '/tf_static body->cam0 (T_BS), each message logged at its own stamp. '
+                       'Prints the bag path and the counts of images, ground-truth samples and '
+                       'images inside the ground-truth time span (the ones /tf can pose). '
+                       'Needs no ROS install.')
+    p.add_argument('--data', required=True, metavar='FOLDER',
+                   help='EuRoC folder holding cam0/ and groundtruth_body.txt')
+    p.add_argument('--out', required=True, metavar='BAG',
+                   help='bag to write (a folder; must not exist)')
+    p.add_argument('--storage', default='mcap', choices=['mcap', 'sqlite3'])
+    p.add_argument('--quiet', action='store_true', help='no progress bar')
+
     p = sub.add_parser('bag-to-dataset', help='turn a robot recording into posed frames',
                        description='Turn a ROS 2 bag with images, CameraInfo and /tf (from SLAM '
-                       'or odometry) into a posed RGB-D folder that scene-reloc memorize reads; '
-                       'writes frames.txt with the stems. This is how a robot teaches itself '
-                       'its own scene.')
+                       'or odometry) into a folder of posed frames that scene-reloc memorize '
+                       'reads: keyframes chosen by motion, undistorted with the CameraInfo (as '
+                       'the node undistorts queries), camera.json recording the source camera, '
+                       'frames.txt with the stems. Without --depth-topic no depth is written '
+                       '(both scene models triangulate). This is how a robot teaches itself its '
+                       'own scene.')
     p.add_argument('--bag', required=True)
-    p.add_argument('--out', required=True, help='folder to write')
-    p.add_argument('--image-topic', required=True)
-    p.add_argument('--camera-info-topic', required=True)
-    p.add_argument('--depth-topic', help='depth image topic (16UC1 mm or 32FC1 m), registered '
-                   'to the colour image')
-    p.add_argument('--world-frame', default='map', help='frame the poses are expressed in')
-    p.add_argument('--camera-frame', help='camera frame in /tf (default: image frame_id)')
-    p.add_argument('--every', type=int, default=1, help='keep every N-th image')
+    p.add_argument('--out', required=True, help='folder to write (must not exist or be empty)')
+    add_recording_arguments(p)
     p.add_argument('--quiet', action='store_true')
 
     p = sub.add_parser('replay-eval', help='localize every image of a bag, compare with its '
@@ -86,6 +101,12 @@ def add_parsers(sub):
     p.add_argument('--image-topic', help='default: found among the usual names')
     p.add_argument('--camera-info-topic', help='default: found among the usual names')
     p.add_argument('--gt-topic', default='/ground_truth/pose')
+    p.add_argument('--gt-frame', help='ground truth from /tf instead: the pose of this frame in '
+                   '--world-frame (e.g. cam0 of a motion-capture recording)')
+    p.add_argument('--world-frame', default='map', help="the map's frame in the bag's /tf")
+    p.add_argument('--every', type=int, default=1, help='replay every N-th image only')
+    p.add_argument('--offset', type=int, default=0,
+                   help='...starting at this one (--every 2 --offset 1: the odd images)')
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
     p.add_argument('--backbone-weights', metavar='PATH')
     p.add_argument('--quiet', action='store_true')
@@ -115,10 +136,14 @@ def cmd_dataset_to_bag(a):
     print(json.dumps({'bag': a.out, 'frames': len(stamps), 'storage': a.storage}, indent=2))
 
 
+def cmd_euroc_to_bag(a):
+    from scene_reloc_training.data.euroc import euroc_to_bag
+    print(json.dumps(euroc_to_bag(a.data, a.out, a.storage, progress=not a.quiet), indent=2))
+
+
 def cmd_bag_to_dataset(a):
-    from scene_reloc_training.data.bags import bag_to_dataset
-    out = bag_to_dataset(a.bag, a.out, a.image_topic, a.camera_info_topic, a.world_frame,
-                         a.camera_frame, a.depth_topic, a.every, progress=not a.quiet)
+    from scene_reloc_training.data.bag_frames import bag_to_dataset
+    out = bag_to_dataset(a.bag, a.out, progress=not a.quiet, **recording_kwargs(a))
     print(json.dumps(out, indent=2))
 
 
@@ -126,7 +151,9 @@ def cmd_replay_eval(a):
     from scene_reloc_training.data.replay import run
     metrics, index, out_bag = run(a.bag, a.map, a.out, a.backbone_weights, a.device,
                                   progress=not a.quiet, image_topic=a.image_topic,
-                                  info_topic=a.camera_info_topic, gt_topic=a.gt_topic)
+                                  info_topic=a.camera_info_topic, gt_topic=a.gt_topic,
+                                  gt_frame=a.gt_frame, world_frame=a.world_frame,
+                                  every=a.every, offset=a.offset)
     print(json.dumps(metrics, indent=2))
     print(f'report: {index}\nestimates (bag folder): {out_bag}', file=sys.stderr)
 
@@ -192,5 +219,6 @@ def cmd_make_corpus(a):
 
 
 HANDLERS = {'make-synthetic': cmd_make_synthetic, 'make-corpus': cmd_make_corpus,
-            'dataset-to-bag': cmd_dataset_to_bag, 'bag-to-dataset': cmd_bag_to_dataset,
+            'dataset-to-bag': cmd_dataset_to_bag, 'euroc-to-bag': cmd_euroc_to_bag,
+            'bag-to-dataset': cmd_bag_to_dataset,
             'replay-eval': cmd_replay_eval, 'play': cmd_play}

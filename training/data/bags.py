@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-ROS 2 bags without ROS (rosbags): posed frames to a bag, and a robot's recording to posed frames.
+ROS 2 bags without ROS (rosbags): posed frames to a bag, and the readers the other tools share.
 
 A bag written by :func:`dataset_to_bag` holds, stamped at ``rate`` Hz from a fixed start time:
 
@@ -43,15 +43,12 @@ from rosbags.typesys import get_typestore, Stores
 from tqdm import tqdm
 
 from scene_reloc.geometry import invert_pose, rotation_to_quaternion_xyzw
-from scene_reloc.posed_frames import write_frame
 from scene_reloc.ros.conversions import (
     compressed_to_rgb,
     image_to_rgb,
-    InputError,
     stamp_to_ns,
     transform_to_matrix,
 )
-from scene_reloc.transform_buffer import TransformBuffer, TransformError
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 T = TYPESTORE.types
@@ -94,12 +91,18 @@ def pose_stamped(ns, frame, world_from_body):
             orientation=_quat(world_from_body[:3, :3])))
 
 
-def camera_info(ns, frame, K, width, height):
+def camera_info(ns, frame, K, width, height, d=None, model='plumb_bob'):
+    """
+    Return a CameraInfo with ``P = [K|0]`` and ``R = I``.
+
+    :param d: distortion coefficients of ``model`` (default: five zeros, no distortion).
+    """
     P = np.zeros((3, 4))
     P[:3, :3] = K
+    d = np.zeros(5) if d is None else np.asarray(d, float).ravel()
     return T['sensor_msgs/msg/CameraInfo'](
-        header=_header(ns, frame), height=height, width=width, distortion_model='plumb_bob',
-        d=np.zeros(5), k=np.asarray(K, float).ravel(), r=np.eye(3).ravel(), p=P.ravel(),
+        header=_header(ns, frame), height=height, width=width, distortion_model=model,
+        d=d, k=np.asarray(K, float).ravel(), r=np.eye(3).ravel(), p=P.ravel(),
         binning_x=0, binning_y=0, roi=T['sensor_msgs/msg/RegionOfInterest'](
             x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
 
@@ -213,78 +216,3 @@ def fill_tf(buffer, msg, static=False):
     for t in msg.transforms:
         buffer.set_transform(t.header.frame_id, t.child_frame_id, stamp_to_ns(t.header.stamp),
                              transform_to_matrix(t.transform), static)
-
-
-def bag_to_dataset(bag, out, image_topic, info_topic, world_frame='map', camera_frame=None,
-                   depth_topic=None, every=1, max_depth_gap_s=0.02, progress=True):
-    """
-    Turn a robot recording (images, CameraInfo, /tf from SLAM or odometry) into posed frames.
-
-    Each kept image gets the pose ``world_frame <- camera`` from /tf at its stamp, and the depth
-    image nearest in time (within ``max_depth_gap_s``) when ``depth_topic`` is given. Images
-    whose pose cannot be looked up (before TF starts, extrapolation) are skipped and counted.
-
-    :return: dict with the written stems and the skip counts.
-    """
-    topics = [image_topic, info_topic] + ([depth_topic] if depth_topic else [])
-    have = bag_topics(bag)
-    topics += [t for t in ('/tf', '/tf_static') if t in have]
-    if '/tf' not in have and '/tf_static' not in have:
-        raise ValueError(f'{bag} has no /tf or /tf_static: the images cannot be posed')
-    buffer = TransformBuffer(cache_seconds=1e6)
-    images, depths, K, size = [], [], None, None
-    for topic, _, msg in read_messages(bag, topics):
-        if topic in ('/tf', '/tf_static'):
-            fill_tf(buffer, msg, topic == '/tf_static')
-        elif topic == info_topic and K is None:
-            K, size = np.asarray(msg.k, float).reshape(3, 3), (msg.width, msg.height)
-        elif topic == image_topic:
-            images.append(msg)
-        elif topic == depth_topic:
-            depths.append(msg)
-    if K is None:
-        raise ValueError(f'no CameraInfo on {info_topic}: cannot write intrinsics')
-    os.makedirs(out, exist_ok=True)
-    np.savetxt(os.path.join(out, 'camera-intrinsics.txt'), K)
-    depth_ns = np.array([stamp_to_ns(d.header.stamp) for d in depths], dtype=np.int64)
-    stems, skipped = [], {'no_pose': 0, 'no_depth': 0, 'bad_image': 0}
-    for i, msg in enumerate(tqdm(images[::every], desc='writing frames', unit='frame',
-                                 disable=not progress)):
-        ns = stamp_to_ns(msg.header.stamp)
-        try:
-            pose = buffer.lookup(world_frame, camera_frame or msg.header.frame_id, ns)
-            rgb = decode_image(msg)
-        except TransformError:
-            skipped['no_pose'] += 1
-            continue
-        except InputError:
-            skipped['bad_image'] += 1
-            continue
-        depth_m = None    # no depth topic: no depth files (never an all-invalid fake)
-        if depth_topic:
-            j = int(np.argmin(np.abs(depth_ns - ns))) if len(depth_ns) else -1
-            if j < 0 or abs(depth_ns[j] - ns) > max_depth_gap_s * 1e9:
-                skipped['no_depth'] += 1
-                continue
-            depth_m = _depth_to_m(depths[j])
-        stem = f'frame-{i:06d}'
-        write_frame(out, stem, rgb, depth_m, pose)
-        stems.append(stem)
-    with open(os.path.join(out, 'frames.txt'), 'w') as f:
-        f.write(f'# from {bag} ({image_topic}, poses {world_frame} <- camera)\n')
-        f.writelines(s + '\n' for s in stems)
-    return {'out': out, 'frames': len(stems), 'skipped': skipped, 'image_size': size}
-
-
-def _depth_to_m(msg):
-    enc = msg.encoding.lower()
-    data = np.frombuffer(msg.data, np.uint8)
-    if enc in ('16uc1', 'mono16'):
-        d = data.view(np.uint16).reshape(msg.height, -1)[:, :msg.width].astype(np.float32) / 1000
-        d[d >= 65.535] = 0
-    elif enc == '32fc1':
-        d = data.view(np.float32).reshape(msg.height, -1)[:, :msg.width].copy()
-        d[~np.isfinite(d)] = 0
-    else:
-        raise InputError(f'unsupported depth encoding {msg.encoding!r} (16UC1 mm or 32FC1 m)')
-    return d

@@ -59,9 +59,16 @@ def _find(topics, candidates, what):
 
 
 def replay_eval(bag, reloc, out_bag=None, image_topic=None, info_topic=None,
-                gt_topic='/ground_truth/pose', world_frame='map', progress=True):
+                gt_topic='/ground_truth/pose', world_frame='map', gt_frame=None, every=1,
+                offset=0, progress=True):
     """
     Localize every image of ``bag`` with ``reloc`` (a :class:`Relocalizer`).
+
+    :param gt_frame: take the ground truth from /tf as ``world_frame <- gt_frame`` (e.g. the
+        camera frame of a recording whose /tf is motion capture); default: ``gt_topic``, else
+        ``<image frame_id>_gt`` as ``dataset-to-bag`` writes it.
+    :param every: replay every N-th image only, from the ``offset``-th (e.g. 2 and 1: the odd
+        images of a bag whose even ones were memorized with ``bag-to-dataset --every 2``).
 
     :return: (records for :func:`compute_metrics`, per-query dicts with stamps).
     """
@@ -72,7 +79,7 @@ def replay_eval(bag, reloc, out_bag=None, image_topic=None, info_topic=None,
     info_topic = info_topic or _find(
         topics, ('/camera/camera_info', '/camera_info', '/camera/color/camera_info'),
         'camera_info')
-    use_gt_topic = gt_topic in topics
+    use_gt_topic = gt_frame is None and gt_topic in topics
     wanted = [image_topic, info_topic] + ([gt_topic] if use_gt_topic else [])
     wanted += [t for t in ('/tf', '/tf_static') if t in topics]
     if not use_gt_topic and '/tf' not in topics:
@@ -90,6 +97,7 @@ def replay_eval(bag, reloc, out_bag=None, image_topic=None, info_topic=None,
             images.append(msg)
     if camera is None:
         raise ValueError(f'no CameraInfo on {info_topic}')
+    images = images[offset::max(1, every)]
     writer = BagWriter(out_bag) if out_bag else None
     records, rows = [], []
     try:
@@ -98,7 +106,8 @@ def replay_eval(bag, reloc, out_bag=None, image_topic=None, info_topic=None,
             true = gt.get(ns)
             if true is None:
                 try:
-                    true = tf_buffer.lookup(world_frame, msg.header.frame_id + GT_SUFFIX, ns)
+                    true = tf_buffer.lookup(world_frame,
+                                            gt_frame or msg.header.frame_id + GT_SUFFIX, ns)
                 except TransformError:
                     continue  # no ground truth for this image: not scored
             try:

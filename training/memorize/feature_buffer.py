@@ -53,14 +53,33 @@ def sample_coords(coords_HW3, points_xy):
 
 
 def extract_frame(extractor, rgb, coords_HW3, max_keypoints):
-    """Backbone outputs of an original frame, with scene coordinates attached."""
+    """Backbone outputs of an original frame, with scene coordinates attached (or NaN)."""
     f = extractor.extract(rgb, max_keypoints)
+    ff = FrameFeatures(f.grid_desc.cpu(), None, f.keypoints.cpu().numpy(),
+                       f.keypoint_scores.cpu().numpy(), f.keypoint_desc.cpu(), None)
     H, W = rgb.shape[:2]
-    g = grid_centres(H, W).numpy().reshape(-1, 2)
-    kp = f.keypoints.cpu().numpy()
-    return FrameFeatures(f.grid_desc.cpu(), sample_coords(coords_HW3, g).reshape(
-        H // 8, W // 8, 3), kp, f.keypoint_scores.cpu().numpy(), f.keypoint_desc.cpu(),
-        sample_coords(coords_HW3, kp))
+    return attach_coordinates(ff, (H, W), coords_HW3)
+
+
+def attach_coordinates(ff, shape_hw, coords_HW3, kp_xyz=None):
+    """
+    Set a frame's grid and keypoint scene coordinates from its coordinate image.
+
+    :param coords_HW3: (H, W, 3) coordinates, NaN where unknown; None: all unknown.
+    :param kp_xyz: the keypoints' own coordinates when known more exactly than the image's
+        (triangulated keypoints); default: sampled from ``coords_HW3``.
+    """
+    H, W = shape_hw
+    if coords_HW3 is None:
+        ff.grid_xyz = np.full((H // 8, W // 8, 3), np.nan, np.float32)
+        ff.kp_xyz = np.full((len(ff.kp_xy), 3), np.nan, np.float32)
+    else:
+        g = grid_centres(H, W).numpy().reshape(-1, 2)
+        ff.grid_xyz = sample_coords(coords_HW3, g).reshape(H // 8, W // 8, 3)
+        ff.kp_xyz = sample_coords(coords_HW3, ff.kp_xy)
+    if kp_xyz is not None:
+        ff.kp_xyz = np.asarray(kp_xyz, np.float32)
+    return ff
 
 
 def build_buffer(extractor, images, coords, frame_feats, partition, augmentations, seed,

@@ -36,11 +36,19 @@ from scene_reloc.region_head import RegionHeadConfig
 from scene_reloc.relocalizer import LocalizerConfig
 from scene_reloc.retrieval.database import build_database, frame_items_tensors
 from scene_reloc.scene_map import save_scene_map
-from scene_reloc_training.memorize.feature_buffer import build_buffer, extract_frame
+from scene_reloc_training.memorize.feature_buffer import (
+    attach_coordinates,
+    build_buffer,
+    extract_frame,
+)
+from scene_reloc_training.memorize.frame_geometry import frame_geometry
 from scene_reloc_training.memorize.head_init import resolve_head_init
 from scene_reloc_training.memorize.region_training import train_region_head
 from scene_reloc_training.memorize.retrieval_db import resolve_retrieval_model
-from scene_reloc_training.memorize.scene_coordinates import scene_coordinate_image
+from scene_reloc_training.memorize.scene_coordinates import (
+    scene_coordinate_image,
+    splat_coordinates,
+)
 
 
 @dataclass
@@ -116,6 +124,9 @@ class MemorizeConfig:
     precision: str = 'auto'
     """Head training arithmetic: auto (bf16 where the CPU or GPU computes it natively, 2-3x
     faster; else fp32), bf16 or fp32."""
+    refine_poses: bool = False
+    """Refine the frames' poses (from SLAM or odometry, centimetres off) by bundle adjustment
+    over triangulated keypoint tracks, intrinsics fixed, in the poses' own frame and scale."""
 
     @classmethod
     def from_dict(cls, d):
@@ -159,7 +170,9 @@ def memorize(frames, out_path, cfg=MemorizeConfig(), resume=False, progress=True
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     torch.manual_seed(cfg.seed)
     extractor = FeatureExtractor(cfg.backbone, cfg.backbone_weights, cfg.device)
-    images, coords, feats, depths = read_frames(frames, extractor, cfg, progress)
+    scene = read_scene(frames, extractor, cfg, progress)
+    frames = scene['frames']
+    images, coords, feats, depths = (scene[k] for k in ('images', 'coords', 'feats', 'depths'))
     retrieval, retrieval_ref = resolve_retrieval_model(
         cfg.retrieval_model, cfg.backbone, extractor.weights_sha256, extractor.descriptor_dim)
     database = build_database(retrieval, [f.grid_desc.cpu() for f in feats],
@@ -172,43 +185,62 @@ def memorize(frames, out_path, cfg=MemorizeConfig(), resume=False, progress=True
         tensors, head_cfg, summary = _memorize_regions(
             images, coords, feats, extractor, cfg, out_path, resume, progress, t0)
     tensors.update(database)
+    summary.update(scene['geometry'])
     return write_map(out_path, tensors, head_cfg, summary, extractor, cfg, frames, frame_root,
                      retrieval_ref)
 
 
 def read_frames(frames, extractor, cfg, progress):
     """Colour, scene coordinates, backbone features and depth of the memorized frames."""
-    images, coords, feats, depths = [], [], [], []
-    empty = []
+    scene = read_scene(frames, extractor, cfg, progress)
+    return scene['images'], scene['coords'], scene['feats'], scene['depths']
+
+
+def read_scene(frames, extractor, cfg, progress):
+    """
+    Read the memorized frames and give them scene coordinates.
+
+    Frames with depth lift it; frames without depth take the coordinates of their keypoints
+    triangulated with the known poses (the region classifier; the landmark detector
+    triangulates its own candidates). With ``cfg.refine_poses`` the poses are first refined by
+    bundle adjustment over the triangulated tracks.
+
+    :return: dict with ``frames`` (with refined poses when refined), ``images``, ``coords``,
+        ``feats``, ``depths`` and ``geometry`` (what triangulation and refinement did).
+    """
+    images, feats, depths, empty = [], [], [], []
     for fr in tqdm(frames, desc='reading frames', disable=not progress, unit='frame'):
         rgb = fr.load_color()
         depth = fr.load_depth()
         if depth is not None and not np.any(depth > 0):
             empty.append(fr.stem)     # an all-invalid depth image is no depth at all
             depth = None
-        if depth is None and cfg.head != 'landmark_detector':
-            what = 'a depth image without one valid pixel' if empty and empty[-1] == fr.stem \
-                else 'no depth image'
-            raise ValueError(f'frame {fr.stem} has {what}: the region classifier needs depth '
-                             '(a landmark_detector map can triangulate instead)')
         if depth is not None and depth.shape != rgb.shape[:2]:
             raise ValueError(f'frame {fr.stem}: depth {depth.shape} and colour '
                              f'{rgb.shape[:2]} sizes differ')
-        if depth is None:
-            xyz = np.full(rgb.shape[:2] + (3,), np.nan, np.float32)
-        else:
-            xyz = scene_coordinate_image(depth, fr.K, fr.load_pose(), cfg.edge_margin,
-                                         cfg.depth_offset_m)
         images.append(rgb)
-        coords.append(xyz)
         depths.append(depth)
-        feats.append(extract_frame(extractor, rgb, xyz, cfg.max_keypoints))
+        feats.append(extract_frame(extractor, rgb, None, cfg.max_keypoints))
     if empty:
         print(f'warning: {len(empty)} depth image(s) hold no valid depth and are treated as '
               f'missing: {", ".join(empty[:5])}{" ..." if len(empty) > 5 else ""}',
               file=sys.stderr)
+    frames, kp_xyz, geometry = frame_geometry(frames, images, feats, depths, cfg, progress)
+    coords = []
+    for fr, rgb, ff, depth, kp in zip(frames, images, feats, depths, kp_xyz):
+        if depth is not None:
+            xyz = scene_coordinate_image(depth, fr.K, fr.load_pose(), cfg.edge_margin,
+                                         cfg.depth_offset_m)
+            attach_coordinates(ff, rgb.shape[:2], xyz)
+        elif kp is not None:
+            xyz = splat_coordinates(rgb.shape[:2], ff.kp_xy, kp)
+            attach_coordinates(ff, rgb.shape[:2], xyz, kp_xyz=kp)
+        else:
+            xyz = np.full(rgb.shape[:2] + (3,), np.nan, np.float32)
+        coords.append(xyz)
     _check_edge_mask(frames, depths, coords, cfg)
-    return images, coords, feats, depths
+    return {'frames': frames, 'images': images, 'coords': coords, 'feats': feats,
+            'depths': depths, 'geometry': geometry}
 
 
 def _check_edge_mask(frames, depths, coords, cfg):

@@ -92,3 +92,37 @@ def scene_coordinate_image(depth_m, K, world_from_cam, edge_margin=3, depth_offs
     cam = backproject(pixel_grid(H, W)[ok], depth[ok].astype(np.float64), K)
     out[ok] = transform_points(world_from_cam, cam)
     return out
+
+
+def splat_coordinates(shape_hw, points_xy, points_xyz, radius_px=8.0):
+    """
+    Scene coordinates of an image from sparse points: each pixel takes its nearest point.
+
+    What the region classifier learns from frames without depth: the triangulated keypoints'
+    coordinates spread to the pixels within ``radius_px`` of them (nearest point wins, as a
+    Voronoi fill), NaN farther away. A leaf is a region of the scene, not a pixel, so a label
+    a few pixels off its keypoint is still the right region nearly everywhere.
+
+    :return: (H, W, 3) float32.
+    """
+    H, W = shape_hw
+    out = np.full((H, W, 3), np.nan, dtype=np.float32)
+    ok = np.isfinite(points_xyz).all(1)
+    u = np.round(points_xy[ok, 0]).astype(np.int64)
+    v = np.round(points_xy[ok, 1]).astype(np.int64)
+    inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    if not inside.any():
+        return out
+    u, v, xyz = u[inside], v[inside], points_xyz[ok][inside]
+    seeds = np.full((H, W), 255, np.uint8)
+    seeds[v, u] = 0
+    dist, labels = cv2.distanceTransformWithLabels(seeds, cv2.DIST_L2, 5,
+                                                   labelType=cv2.DIST_LABEL_PIXEL)
+    # Labels number the zero pixels in row-major order, from 1.
+    order = np.flatnonzero(seeds.ravel() == 0)
+    index = np.full(H * W, -1, np.int64)
+    index[v * W + u] = np.arange(len(u))
+    seed_of_label = index[order]
+    near = dist <= radius_px
+    out[near] = xyz[seed_of_label[labels[near] - 1]]
+    return out
