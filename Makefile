@@ -8,7 +8,7 @@ DEMO_DIR ?= out/demo
 
 .PHONY: setup test lint demo bench bench-synthetic bench-node check-bags corpus bench-fewshot \
 	bench-throughput shipped-weights retrieval-models retrieval-weights bench-retrieval bench-site \
-	bench-reliability bench-sld-ablation bench-speed bench-node-real clean help
+	bench-reliability bench-sld-ablation bench-speed bench-node-real bench-teach-bag clean help
 
 help:
 	@echo "make setup   - create $(VENV) with the pinned dependencies (idempotent)"
@@ -19,6 +19,7 @@ help:
 	@echo "make bench-node - the node under a 640x480 30 Hz camera for 5 minutes"
 	@echo "make bench-speed - query stages and speed settings, memorize times (dev-20, ~8 min)"
 	@echo "make bench-node-real - the node on real frames with ALIKE-n (after bench-speed)"
+	@echo "make bench-teach-bag - teaching from robot recordings: EuRoC, a distorted kitchen bag, TUM (DATA_ROOT)"
 	@echo "make bench-reliability - fuzzing, damaged maps, 200 lifecycle cycles, 10-minute soak"
 	@echo "make check-bags - read the real ROS 2 bags (BAGS=...)"
 	@echo "make bench-fewshot - corpus, pretraining, meta-training, few-shot curves (~1 h)"
@@ -58,6 +59,9 @@ bench-speed: setup
 bench-node-real: setup
 	$(PY) bench/bench_node.py --map out/query_speed/dev-20-region.map --data $(DATA) \
 		--frames 15:700:10 --duration 120
+
+bench-teach-bag: setup
+	$(PY) bench/bench_teach_bag.py --data $(DATA_ROOT) --weights $(WEIGHTS) --out out/teach_bag
 
 bench-sld-ablation: setup
 	$(PY) bench/bench_sld_ablation.py --data $(DATA) --weights $(WEIGHTS) --out out/sld_ablation

@@ -143,7 +143,9 @@ def test_a_bag_without_depth_gives_frames_without_depth(small_scene, tmp_path, c
     for f in back:
         cv2.imwrite(f.depth_path, np.zeros(f.load_color().shape[:2], np.uint16))
     ex = FeatureExtractor('handcrafted', None, 'cpu')
-    with pytest.raises(ValueError, match='without one valid pixel.*triangulate'):
+    # Treated as frames without depth: the region classifier triangulates (too few tracks in
+    # three tiny frames, and it says so).
+    with pytest.raises(ValueError, match='could be triangulated.*record'):
         read_frames(back, ex, MemorizeConfig(device='cpu'), progress=False)
     _, _, _, depths = read_frames(back, ex, MemorizeConfig(device='cpu',
                                                           head='landmark_detector'), False)

@@ -101,8 +101,14 @@ def _read_recording(bag, image_topic, info_topic, depth_topic):
         if topic in ('/tf', '/tf_static'):
             fill_tf(buffer, msg, topic == '/tf_static')
         elif topic == info_topic:
-            if len(infos) < 2:
+            if not infos:
                 infos.append(msg)
+            elif not _same_calibration(msg, infos[0]):
+                raise RecordingError(
+                    f'the CameraInfo on {info_topic} changes during the recording (first '
+                    f'{_describe_calibration(infos[0])}; later {_describe_calibration(msg)}): '
+                    'split the bag where the camera was recalibrated or its mode changed, and '
+                    'teach from one part')
         elif topic == image_topic:
             images.append(msg)
         else:
@@ -113,6 +119,19 @@ def _read_recording(bag, image_topic, info_topic, depth_topic):
     if not images:
         raise RecordingError(f'no image on {image_topic}')
     return images, depths, infos[0], buffer
+
+
+def _same_calibration(a, b):
+    return ((a.width, a.height, a.distortion_model) == (b.width, b.height, b.distortion_model)
+            and np.allclose(np.asarray(a.k, float), np.asarray(b.k, float), equal_nan=True)
+            and np.asarray(a.d, float).shape == np.asarray(b.d, float).shape
+            and np.allclose(np.asarray(a.d, float), np.asarray(b.d, float), equal_nan=True))
+
+
+def _describe_calibration(info):
+    k = np.asarray(info.k, float)
+    return (f'{info.width}x{info.height}, fx {k[0]:g} fy {k[4]:g} cx {k[2]:g} cy {k[5]:g}, '
+            f'{info.distortion_model or "no model"} D {np.round(np.asarray(info.d, float), 6)}')
 
 
 def _camera_model(info, info_topic):
@@ -127,6 +146,10 @@ def _pose_images(images, buffer, world_frame, camera_frame, every):
     for msg in images[::max(1, every)]:
         ns = stamp_to_ns(msg.header.stamp)
         frame = camera_frame or msg.header.frame_id
+        if ns == 0:     # TF reads time 0 as "the latest": it would pose every image the same
+            failures.append('the image header has no stamp (0): the camera driver must stamp '
+                            'its images with the capture time')
+            continue
         try:
             posed.append((ns, msg, buffer.lookup(world_frame, frame, ns)))
         except TransformError as e:
@@ -261,8 +284,8 @@ def _nothing_written(skipped, first_error, image_topic, depth_topic):
     if skipped['bad_image']:
         return f'no image on {image_topic} could be used: {first_error}'
     if skipped['no_depth']:
-        return (f'no image had a depth image on {depth_topic} within 20 ms; leave out '
-                '--depth-topic to teach from colour only')
+        return (f'no image had a depth image on {depth_topic} close enough in time; leave '
+                'out --depth-topic to teach from colour only')
     return 'no frame was kept'
 
 

@@ -33,6 +33,10 @@ MIN_TRACKS = 100
 MIN_FRAME_POINTS = 30
 """A frame with fewer triangulated keypoints teaches little; it is named in a warning."""
 MIN_BASELINE_M = 0.02
+MAX_REFINE_CHANGE = (10.0, 3.0)
+"""Median pose change (cm, deg) beyond which refinement is not trusted and not applied."""
+REFINE_MATCH_PX = 20.0
+"""Epipolar and triangulation tolerance of the tracks pose refinement starts from."""
 """Camera centres closer than this to every other memorized one: no baseline to triangulate."""
 
 
@@ -84,25 +88,45 @@ def frame_geometry(frames, images, feats, depths, cfg, progress=True):
         keypoint coordinates (N_i, 3) for region-classifier frames without depth, else None;
         summary dict).
     """
-    rgb_only = cfg.head == 'region_classifier' and any(d is None for d in depths)
+    no_depth = any(d is None for d in depths)
+    rgb_only = cfg.head == 'region_classifier' and no_depth
+    poses = [f.load_pose() for f in frames]
+    if no_depth or cfg.refine_poses:
+        check_baseline(frames, poses)
     if not (rgb_only or cfg.refine_poses):
         return frames, [None] * len(frames), {}
-    poses = [f.load_pose() for f in frames]
     Ks = [f.K for f in frames]
     sizes = [(im.shape[1], im.shape[0]) for im in images]
-    check_baseline(frames, poses)
-    kp_xyz, tracks, points = keypoint_coordinates(feats, poses, Ks, sizes, min_track=2)
     info = {}
     if cfg.refine_poses:
+        # Poses a few centimetres and a degree off put true matches ~10-20 px from their
+        # epipolar lines: match and triangulate loosely (3-view tracks), adjust, then
+        # triangulate again tightly with the refined poses.
+        kp_xyz, tracks, points = keypoint_coordinates(feats, poses, Ks, sizes, min_track=3,
+                                                      max_error_px=REFINE_MATCH_PX)
         check_tracks(frames, kp_xyz, tracks, warn=False)
         from scene_reloc_training.memorize.pose_refinement import refine_poses
         observations = [[(f, feats[f].kp_xy[k]) for f, k in t] for t in tracks]
-        poses, _, stats = refine_poses(poses, Ks, sizes, observations, points)
-        frames = [dataclasses.replace(f, pose=p) for f, p in zip(frames, poses)]
-        info['pose_refinement'] = stats
+        refined, _, stats = refine_poses(poses, Ks, sizes, observations, points)
+        info['pose_refinement'] = {k: v for k, v in stats.items()
+                                   if not isinstance(v, (list, dict, np.ndarray))}
+        info['pose_refinement']['unrefined_frames'] = [frames[i].stem for i in
+                                                       stats.get('unrefined_frames', [])]
+        moved = (stats['pose_change_cm_median'], stats['pose_change_deg_median'])
+        if moved[0] > MAX_REFINE_CHANGE[0] or moved[1] > MAX_REFINE_CHANGE[1]:
+            # Far more than SLAM or odometry is off: the tracks do not pin the poses down.
+            info['pose_refinement']['rejected'] = True
+            print(f'warning: pose refinement moved the frames by a median {moved[0]:.1f} cm / '
+                  f'{moved[1]:.2f} deg, more than the {MAX_REFINE_CHANGE[0]:g} cm / '
+                  f"{MAX_REFINE_CHANGE[1]:g} deg a recording's poses are plausibly off: the "
+                  'frames overlap too little to constrain them; the input poses are kept '
+                  '(record denser frames: smaller --min-translation)', file=sys.stderr)
+        else:
+            poses = refined
+            frames = [dataclasses.replace(f, pose=p) for f, p in zip(frames, poses)]
         if progress:
-            print(f'poses refined: {_describe(stats)}', file=sys.stderr)
-        kp_xyz, tracks, points = keypoint_coordinates(feats, poses, Ks, sizes, min_track=2)
+            print(f'poses refined: {_describe(info["pose_refinement"])}', file=sys.stderr)
+    kp_xyz, tracks, points = keypoint_coordinates(feats, poses, Ks, sizes, min_track=2)
     per_frame = check_tracks(frames, kp_xyz, tracks)
     info.update({'triangulated_points': len(tracks),
                  'triangulated_keypoints_per_frame_median': float(np.median(per_frame))})

@@ -20,6 +20,7 @@ Memorize a scene from a few posed RGB-D frames: partition, map points, buffer, h
 
 from dataclasses import asdict, dataclass
 import datetime
+import json
 import os
 import sys
 import time
@@ -32,6 +33,7 @@ from scene_reloc import __version__
 from scene_reloc.artifact import refuse_unknown_keys
 from scene_reloc.backbones import FeatureExtractor
 from scene_reloc.partition import HierarchicalPartition
+from scene_reloc.posed_frames import CAMERA_RECORD
 from scene_reloc.region_head import RegionHeadConfig
 from scene_reloc.relocalizer import LocalizerConfig
 from scene_reloc.retrieval.database import build_database, frame_items_tensors
@@ -329,6 +331,14 @@ def localizer_defaults(cfg):
     return LocalizerConfig(head_precision='auto')
 
 
+def _camera_record(frame_root):
+    path = os.path.join(frame_root, CAMERA_RECORD) if frame_root else ''
+    if not path or not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def write_map(out_path, tensors, head_cfg, summary, extractor, cfg, frames, frame_root,
               retrieval_ref):
     cfg_dict = asdict(cfg)
@@ -347,6 +357,11 @@ def write_map(out_path, tensors, head_cfg, summary, extractor, cfg, frames, fram
         'training': cfg_dict,
         'frames': {'root': os.path.abspath(frame_root) if frame_root else '',
                    'stems': [f.stem for f in frames]},
+        # How the frames' images were made (camera.json of bag-to-dataset), None if not said.
+        'camera': _camera_record(frame_root),
+        # Poses refined while memorizing (world_from_cam, row-major 4x4 per stem).
+        **({'refined_poses': {f.stem: np.round(f.pose, 9).tolist() for f in frames}}
+           if any(f.pose is not None for f in frames) else {}),
         'metrics': summary,
         'retrieval': retrieval_ref,
     }

@@ -173,7 +173,12 @@ def _bundle_adjust(comp, cam_from_world, points, Ks, sizes_wh, frame, point, xy,
     for camera_id in camera_of_key.values():
         config.set_constant_cam_intrinsics(camera_id)
     config.fix_gauge(pycolmap.BundleAdjustmentGauge.TWO_CAMS_FROM_WORLD)
-    summary = pycolmap.create_default_bundle_adjuster(options, config, rec).solve()
+    level = pycolmap.logging.minloglevel
+    pycolmap.logging.minloglevel = 2   # Ceres' step-rejection warnings are not the user's to read
+    try:
+        summary = pycolmap.create_default_bundle_adjuster(options, config, rec).solve()
+    finally:
+        pycolmap.logging.minloglevel = level
     if not summary.is_solution_usable():
         raise RuntimeError(f'bundle adjustment failed: {summary.brief_report()}')
     for f, image_id in image_of.items():

@@ -55,6 +55,8 @@ class _UnionFind:
 
 def mutual_matches(desc_a, desc_b, min_similarity):
     """Return indices (i, j) of mutual nearest neighbours with similarity >= min_similarity."""
+    if len(desc_a) == 0 or len(desc_b) == 0:      # a frame without keypoints (blank image)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     sim = desc_a @ desc_b.T
     ab = sim.argmax(1)
     ba = sim.argmax(0)
