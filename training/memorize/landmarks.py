@@ -248,8 +248,9 @@ def select_landmarks(frame_feats, poses, Ks, depths, num=0,
         from scene_reloc_training.memorize.triangulation import triangulated_candidates
         if sizes_wh is None:
             raise ValueError('frames without depth need sizes_wh (image sizes)')
+        # Two-view tracks too (epipolar-checked): sparse memorized frames share few 3-view ones.
         xyz, det, score, spread, desc, _ = triangulated_candidates(frame_feats, poses, Ks,
-                                                                   sizes_wh)
+                                                                   sizes_wh, min_track=2)
 
         def visible_in(pts, d):
             return visibility_by_appearance(pts, d, poses, Ks, frame_feats, sizes_wh)
