@@ -114,10 +114,18 @@ class HierarchicalPartition:
         if ok.any():
             p = pts[ok]
             r = torch.cdist(p, torch.from_numpy(self.centres_l1)).argmin(1)
-            leaves = torch.from_numpy(self.leaf_centres).reshape(self.k1, self.k2, 3)
-            d = ((leaves[r] - p[:, None]) ** 2).sum(-1)
-            d = torch.nan_to_num(d, nan=float('inf'))
-            leaf[ok] = r * self.k2 + d.argmin(1)
+            leaves = torch.nan_to_num(torch.from_numpy(self.leaf_centres),
+                                      nan=float('inf')).reshape(self.k1, self.k2, 3)
+            sub = torch.empty_like(r)
+            # Region by region: no (N, k2, 3) gather, which costs gigabytes on a feature buffer.
+            order = torch.argsort(r, stable=True)
+            bounds = torch.searchsorted(r[order], torch.arange(self.k1 + 1)).tolist()
+            for region in range(self.k1):
+                rows = order[bounds[region]:bounds[region + 1]]
+                if len(rows):
+                    d = ((p[rows, None] - leaves[region][None]) ** 2).sum(-1)
+                    sub[rows] = torch.nan_to_num(d, nan=float('inf')).argmin(1)
+            leaf[ok] = r * self.k2 + sub
             l1[ok] = r
         return leaf.numpy(), l1.numpy()
 

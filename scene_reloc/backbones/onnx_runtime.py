@@ -23,6 +23,7 @@ under ``$SCENE_RELOC_CACHE`` (default ``~/.cache/scene_reloc``) and named by the
 SHA-256 and the graph version, rebuilt when missing or unreadable.
 """
 
+import importlib.util
 import io
 import logging
 import os
@@ -43,12 +44,8 @@ log = logging.getLogger('scene_reloc.backbones')
 
 def onnxruntime_available():
     """Whether ONNX Runtime and the exporter's ``onnx`` package can be imported."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    # find_spec, not import: onnx takes 0.4 s to import and is needed only to export a graph.
+    return all(importlib.util.find_spec(name) is not None for name in ('onnx', 'onnxruntime'))
 
 
 def cache_dir():
