@@ -41,6 +41,10 @@ def test_tree_labels_are_consistent_with_their_parents():
     err = np.linalg.norm(pts - part.leaf_centres[leaf], axis=1)
     assert np.median(err) < 0.5
     assert len(np.unique(leaf)) == 64
+    # Exactly the nearest leaf centre of the point's region (brute force over its k2 leaves).
+    leaves = np.nan_to_num(part.leaf_centres.reshape(8, 8, 3), nan=np.inf)
+    d = np.linalg.norm(pts[:, None] - leaves[l1], axis=-1)
+    assert np.array_equal(leaf % 8, d.argmin(1))
 
 
 def test_small_regions_and_invalid_points():
