@@ -80,7 +80,7 @@ class HierarchicalPartition:
         return self.k1 * self.k2
 
     @classmethod
-    def build(cls, points_N3, k1=64, k2=64, seed=0, max_points=200_000):
+    def build(cls, points_N3, k1=64, k2=64, seed=0, max_points=100_000):
         """Cluster scene coordinates into a k1 x k2 tree (subsampled to ``max_points``)."""
         pts = np.asarray(points_N3, dtype=np.float64)
         pts = pts[np.all(np.isfinite(pts), axis=1)]

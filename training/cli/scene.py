@@ -146,7 +146,7 @@ def add_memorize_arguments(p):
                    'SLD release)')
     p.add_argument('--landmark-iterations', type=int, default=2000,
                    help='landmark_detector: head training iterations')
-    p.add_argument('--iterations', type=int, default=2000,
+    p.add_argument('--iterations', type=int, default=1000,
                    help='region_classifier: head training iterations')
     p.add_argument('--head-init', default='auto', metavar='auto|none|PATH',
                    help='region_classifier: start of the head. auto: a meta-learned start '

@@ -71,7 +71,7 @@ class MemorizeConfig:
     """Width of the classifier."""
     augmentations: int = 8
     """Augmented views per frame in the buffer."""
-    iterations: int = 2000
+    iterations: int = 1000
     """Head training iterations."""
     batch_size: int = 1024
     """Cells per training batch."""
