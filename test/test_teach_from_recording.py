@@ -450,44 +450,34 @@ def test_images_partly_unusable_are_skipped_and_counted(tmp_path):
         assert pose_error(fr.load_pose(), poses[i])[0] < 1e-6
 
 
-def test_images_without_stamps_are_refused_not_all_posed_at_the_latest_tf(tmp_path):
-    """
-    A driver that leaves header.stamp at zero is refused, saying so.
-
-    TF reads stamp 0 as "the latest", so every image would get the last TF sample's pose.
-    """
+def refused_recording(tmp_path, match, image_stamp=stamp, k_at=lambda i: SMALL_K):
+    """Write a 4-image recording (image stamps and K per image given), assert it is refused."""
     images, poses = small_recording()
     bag = BagWriter(str(tmp_path / 'bag'))
     for i in range(4):
         ns = stamp(i)
         bag.write('/tf', tf_message(ns, 'map', 'camera', poses[i]), ns)
-        bag.write(INFO, camera_info(ns, 'camera', SMALL_K, 32, 24), ns)
-        bag.write(IMAGE, raw_image(0, 'camera', images[i], 'rgb8'), ns)
+        bag.write(INFO, camera_info(ns, 'camera', k_at(i), 32, 24), ns)
+        bag.write(IMAGE, raw_image(image_stamp(i), 'camera', images[i], 'rgb8'), ns)
     bag.close()
     out = str(tmp_path / 'frames')
-    with pytest.raises(RecordingError, match='no stamp.*capture time'):
+    with pytest.raises(RecordingError, match=match):
         bag_to_dataset(str(tmp_path / 'bag'), out, IMAGE, INFO, keyframes=KeyframeRule(0, 0, 0),
                        progress=False)
     assert_nothing_written(out)
+
+
+def test_images_without_stamps_are_refused_not_all_posed_at_the_latest_tf(tmp_path):
+    """TF reads stamp 0 as "the latest": every image would get the last TF sample's pose."""
+    refused_recording(tmp_path, 'no stamp.*capture time', image_stamp=lambda i: 0)
 
 
 def test_a_camera_info_that_changes_mid_recording_is_refused(tmp_path):
-    images, poses = small_recording()
-    bag = BagWriter(str(tmp_path / 'bag'))
-    for i in range(4):
-        ns = stamp(i)
+    def k_at(i):        # recalibrated, or another camera mode, from image 2 on
         K = SMALL_K.copy()
-        if i >= 2:
-            K[0, 0] *= 1.5         # recalibrated, or another camera mode
-        bag.write('/tf', tf_message(ns, 'map', 'camera', poses[i]), ns)
-        bag.write(INFO, camera_info(ns, 'camera', K, 32, 24), ns)
-        bag.write(IMAGE, raw_image(ns, 'camera', images[i], 'rgb8'), ns)
-    bag.close()
-    out = str(tmp_path / 'frames')
-    with pytest.raises(RecordingError, match='changes during the recording.*split the bag'):
-        bag_to_dataset(str(tmp_path / 'bag'), out, IMAGE, INFO, keyframes=KeyframeRule(0, 0, 0),
-                       progress=False)
-    assert_nothing_written(out)
+        K[0, 0] *= 1.5 if i >= 2 else 1.0
+        return K
+    refused_recording(tmp_path, 'changes during the recording.*split the bag', k_at=k_at)
 
 
 def test_an_existing_output_folder_is_refused_and_left_untouched(tmp_path):
