@@ -52,6 +52,17 @@ def wait_active(listener, tmp_path, log='node.log', what='waiting for images'):
     assert ok, open(tmp_path / log).read()
 
 
+def camera_discovered(listener, prefix='', timeout=30):
+    """Wait until the node's camera subscriptions are in the graph (a short bag plays fast)."""
+    return listener.wait_for(lambda: all(
+        listener.node.count_subscribers(f'{prefix}/{t}') >= 1
+        for t in ('camera/image/compressed', 'camera/camera_info')), timeout)
+
+
+# The player waits for the node's camera subscriptions itself too (its own view of the graph).
+CAMERA_WAIT = ('--wait-topic', '/camera/image/compressed', '--wait-topic', '/camera/camera_info')
+
+
 def play(env, bag, *args, timeout=60):
     out = subprocess.run([SCRIPT, 'play', '--bag', bag, '--wait', '10', *args], env=env,
                          capture_output=True, text=True, timeout=timeout)
@@ -106,7 +117,8 @@ def test_hand_off_to_amcl_with_retries_hint_gating_and_latched_outputs(small_map
         assert listener.wait_for(lambda: hint_pub.get_subscription_count() > 0, 10)
         hint_pub.publish(hint)
         time.sleep(0.5)
-        play(env, path)
+        assert camera_discovered(listener)
+        play(env, path, *CAMERA_WAIT)
         # Under load the keep-latest worker drops frames: wait for what matters, the hand-off.
         assert listener.wait_for(lambda: amcl_answered and 'agreed' in ''.join(
             diag_values(listener, 'handoff')), 30), open(tmp_path / 'node.log').read()
@@ -138,7 +150,8 @@ def test_latched_localized_and_pose_reach_a_late_joiner(small_map, bag, listener
                       tmp_path / 'node.log', remaps=REMAPS)
     try:
         wait_active(listener, tmp_path)
-        play(env, path)
+        assert camera_discovered(listener)
+        play(env, path, *CAMERA_WAIT)
         assert listener.wait_for(lambda: len(listener.poses) >= len(gt) // 2, 20)
         time.sleep(1.0)
         late = rclpy_listener_for_latched()
@@ -244,9 +257,14 @@ def test_two_namespaced_robots_side_by_side(small_map, bag, listener, tmp_path):
                 s.name.startswith(f'/{ns}/reloc_node') and 'waiting for images' in s.message
                 for d in listener.diags for s in d.status), 90)
             assert ok, open(tmp_path / f'{ns}.log').read()
+        # The node's camera subscriptions must be discovered before the short bag plays (under
+        # load discovery can take longer than the player's own wait for a first subscriber).
+        assert camera_discovered(listener, '/robot1')
         # robot1's camera and tf only.
         play(env, path, *[f'--remap=/{t}:=/robot1/{t}' for t in
-                          ('camera/image/compressed', 'camera/camera_info', 'tf', 'tf_static')])
+                          ('camera/image/compressed', 'camera/camera_info', 'tf', 'tf_static')],
+             '--wait-topic', '/robot1/camera/image/compressed',
+             '--wait-topic', '/robot1/camera/camera_info')
         assert listener.wait_for(lambda: len(got['robot1']) >= len(gt) // 2, 20), \
             open(tmp_path / 'robot1.log').read()
         time.sleep(1.0)

@@ -49,7 +49,7 @@ def _latched(conn):
 
 
 def play(bag, rate=1.0, clock=False, loop=False, topics=None, node_name='scene_reloc_player',
-         wait_for_subscribers=0.0, log=print, remap=None, duration=0.0):
+         wait_for_subscribers=0.0, log=print, remap=None, duration=0.0, wait_topics=()):
     """
     Play ``bag``; returns the number of messages published. Needs ``rclpy.init()`` done.
 
@@ -59,6 +59,8 @@ def play(bag, rate=1.0, clock=False, loop=False, topics=None, node_name='scene_r
     :param duration: with ``loop``, stop after this many seconds (0: never).
     :param wait_for_subscribers: seconds to wait, before playing, for a first subscriber to any
         topic (then one more second for the others to be discovered); 0: do not wait.
+    :param wait_topics: published topic names that must each have a subscriber before playing
+        (within ``wait_for_subscribers``), e.g. the camera a node under test reads.
     """
     if rate <= 0:
         raise ValueError(f'rate must be positive, got {rate}')
@@ -81,9 +83,18 @@ def play(bag, rate=1.0, clock=False, loop=False, topics=None, node_name='scene_r
             clock_pub = node.create_publisher(Clock, '/clock', 10) if clock else None
             # Wait for a first subscriber, then a second for the rest of discovery: a bag
             # usually carries topics nobody listens to (depth, ground truth).
+            by_name = {p.topic_name: p for p in pubs.values()}
+            unknown = [t for t in wait_topics if t not in by_name]
+            if unknown:
+                raise ValueError(f'wait topics {unknown} are not published from {bag}; it '
+                                 f'publishes {sorted(by_name)}')
             deadline = time.monotonic() + wait_for_subscribers
-            while wait_for_subscribers and time.monotonic() < deadline and \
-                    all(p.get_subscription_count() == 0 for p in pubs.values()):
+
+            def waiting():
+                if wait_topics:
+                    return any(by_name[t].get_subscription_count() == 0 for t in wait_topics)
+                return all(p.get_subscription_count() == 0 for p in pubs.values())
+            while wait_for_subscribers and time.monotonic() < deadline and waiting():
                 time.sleep(0.05)
             if wait_for_subscribers:
                 # Then until every subscriber the graph knows of is matched by our publishers

@@ -119,6 +119,9 @@ def add_parsers(sub):
     p.add_argument('--loop', action='store_true')
     p.add_argument('--wait', type=float, default=0.0, metavar='S',
                    help='wait up to S seconds for a first subscriber before playing')
+    p.add_argument('--wait-topic', action='append', default=[], metavar='TOPIC',
+                   help='with --wait: wait until this published topic (after --remap) has a '
+                   'subscriber (repeatable), e.g. the camera topic of the node under test')
     p.add_argument('--remap', action='append', default=[], metavar='FROM:=TO',
                    help='publish topic FROM as TO, e.g. /tf:=/robot1/tf (repeatable; as '
                         'ros2 bag play --remap)')
@@ -172,7 +175,7 @@ def cmd_play(a):
             remap[src] = dst
         n = play(a.bag, a.rate, a.clock, a.loop, wait_for_subscribers=a.wait,
                  log=lambda s: print(s, file=sys.stderr), remap=remap,
-                 duration=a.duration)
+                 duration=a.duration, wait_topics=a.wait_topic)
         print(json.dumps({'bag': a.bag, 'published': n}))
     finally:
         rclpy.try_shutdown()
