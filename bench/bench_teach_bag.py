@@ -173,22 +173,10 @@ def kitchen_robot_rows(a, rows):
         m = replay_metrics(bag, path, a, '/cam/image_raw', '/cam/camera_info', 'cam')
         emit(rows, f'kitchen-robot | {head}', {**m, **s}, keyframes=len(frames))
     perturbed = perturbed_copy(frames_dir, os.path.join(a.out, 'kitchen_robot_perturbed'))
-    pframes = perturbed.frames(perturbed.stems())
-    truth = [f.load_pose() for f in frames]
-    print(json.dumps({'row': 'kitchen-robot: perturbed poses vs true (cm, deg)',
-                      'error': pose_errors([f.load_pose() for f in pframes], truth)}))
-    for refine in (False, True):
-        path = os.path.join(a.out, f'kitchen-robot-perturbed-{int(refine)}.map')
-        s = memorize(pframes, path, cfg_for(a, 'region_classifier', refine_poses=refine),
-                     progress=False)
-        m = replay_metrics(bag, path, a, '/cam/image_raw', '/cam/camera_info', 'cam')
-        poses = [f.load_pose() for f in pframes]
-        if refine:
-            refined = load_scene_map(path)[0]['refined_poses']
-            poses = [np.array(refined[f.stem]) for f in pframes]
-        emit(rows, f'kitchen-robot perturbed 3 cm / 1 deg | region_classifier'
-             f'{" + refine-poses" if refine else ""}', {**m, **s},
-             memorized_pose_error_cm_deg=pose_errors(poses, truth))
+    refinement_rows(a, rows, 'kitchen-robot', perturbed.frames(perturbed.stems()),
+                    [f.load_pose() for f in frames],
+                    lambda path: replay_metrics(bag, path, a, '/cam/image_raw',
+                                                '/cam/camera_info', 'cam'))
 
 
 def perturbed_copy(src, dst, t_m=0.03, r_deg=1.0, seed=0, depth=True):
@@ -207,6 +195,12 @@ def perturbed_copy(src, dst, t_m=0.03, r_deg=1.0, seed=0, depth=True):
     return PosedFrameFolder(dst)
 
 
+def refined_poses(path, poses, frames):
+    """Return the poses a map was memorized with (the input where refinement was refused)."""
+    refined = load_scene_map(path)[0].get('refined_poses', {})
+    return [np.array(refined[f.stem]) if f.stem in refined else p for f, p in zip(frames, poses)]
+
+
 def pose_errors(poses, truth):
     """Median translation (cm) and rotation (deg) error of poses against the true ones."""
     e = np.array([pose_error(p, t) for p, t in zip(poses, truth)])
@@ -217,8 +211,16 @@ def refine_rows(a, rows, name, src, mem, query):
     """Memorize ``mem`` with perturbed poses (no depth), without and with --refine-poses."""
     truth_folder = PosedFrameFolder(src)
     pert = perturbed_copy(src, os.path.join(a.out, f'{name}_perturbed'), depth=False)
-    truth = [f.load_pose() for f in truth_folder.frames(mem)]
-    pframes = pert.frames(mem)
+
+    def score(path):
+        reloc = Relocalizer.from_file(path, device=a.device)
+        return compute_metrics(localize_frames(reloc.localize, truth_folder.frames(query)))
+    refinement_rows(a, rows, name, pert.frames(mem),
+                    [f.load_pose() for f in truth_folder.frames(mem)], score)
+
+
+def refinement_rows(a, rows, name, pframes, truth, score):
+    """Memorize perturbed frames without and with --refine-poses; ``score(map path)``."""
     print(json.dumps({'row': f'{name}: perturbed poses vs true (cm, deg)',
                       'error': pose_errors([f.load_pose() for f in pframes], truth)}))
     for refine in (False, True):
@@ -227,12 +229,9 @@ def refine_rows(a, rows, name, src, mem, query):
                      progress=False)
         poses = [f.load_pose() for f in pframes]
         if refine:
-            refined = load_scene_map(path)[0]['refined_poses']
-            poses = [np.array(refined[f.stem]) for f in pframes]
-        reloc = Relocalizer.from_file(path, device=a.device)
-        m = compute_metrics(localize_frames(reloc.localize, truth_folder.frames(query)))
+            poses = refined_poses(path, poses, pframes)
         emit(rows, f'{name} perturbed 3 cm / 1 deg | region_classifier'
-             f'{" + refine-poses" if refine else ""}', {**m, **s},
+             f'{" + refine-poses" if refine else ""}', {**score(path), **s},
              memorized_pose_error_cm_deg=pose_errors(poses, truth))
 
 

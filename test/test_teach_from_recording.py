@@ -251,14 +251,19 @@ def test_keyframes_are_chosen_by_motion_and_capped_evenly():
     assert select_keyframes([], KeyframeRule()) == ([], 0, 0)
 
 
-def test_bag_to_dataset_reports_the_frames_keyframes_left_out(tmp_path):
+def test_bag_to_dataset_reports_the_frames_keyframes_left_out(tmp_path, monkeypatch):
+    import scene_reloc_training.data.bag_frames as bag_frames
     poses = motion_sequence()
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 255, (24, 32, 3), dtype=np.uint8) for _ in poses]
     bag = write_bag(str(tmp_path / 'bag'), images, poses, SMALL_K)
     out = str(tmp_path / 'frames')
+    decoded = []
+    decode = bag_frames.decode_image
+    monkeypatch.setattr(bag_frames, 'decode_image', lambda m: decoded.append(m) or decode(m))
     summary = bag_to_dataset(bag, out, IMAGE, INFO, keyframes=KeyframeRule(0.05, 5.0, 4),
                              progress=False)
+    assert len(decoded) == 4        # only the keyframes are ever decoded
     assert summary['images'] == 27 and summary['frames'] == 4
     assert summary['skipped'] == {'no_pose': 0, 'not_keyframe': 19, 'over_max_frames': 4,
                                   'no_depth': 0, 'bad_image': 0}

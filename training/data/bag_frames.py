@@ -110,15 +110,25 @@ def _read_recording(bag, image_topic, info_topic, depth_topic):
                     'split the bag where the camera was recalibrated or its mode changed, and '
                     'teach from one part')
         elif topic == image_topic:
-            images.append(msg)
+            images.append(msg.header)   # headers only: a long recording need not fit in memory
         else:
-            depths.append(msg)
+            depths.append(stamp_to_ns(msg.header.stamp))
     if not infos:
         raise RecordingError(f'no CameraInfo message on {info_topic}: the images cannot be '
                              'used without the camera calibration; record the camera_info topic')
     if not images:
         raise RecordingError(f'no image on {image_topic}')
-    return images, depths, infos[0], buffer
+    return images, np.array(depths, dtype=np.int64), infos[0], buffer
+
+
+def _fetch(bag, wanted):
+    """Read the messages ``wanted`` = {topic: message indices on it} (a second pass)."""
+    got, seen = {t: {} for t in wanted}, {t: -1 for t in wanted}
+    for topic, _, msg in read_messages(bag, [t for t in wanted if wanted[t]]):
+        seen[topic] += 1
+        if seen[topic] in wanted[topic]:
+            got[topic][seen[topic]] = msg
+    return got
 
 
 def _same_calibration(a, b):
@@ -142,23 +152,24 @@ def _camera_model(info, info_topic):
 
 
 def _pose_images(images, buffer, world_frame, camera_frame, every):
+    """Return ([(image index, stamp, pose)], count that TF could not pose) of image headers."""
     posed, failures = [], []
-    for msg in images[::max(1, every)]:
-        ns = stamp_to_ns(msg.header.stamp)
-        frame = camera_frame or msg.header.frame_id
+    for i in range(0, len(images), max(1, every)):
+        ns = stamp_to_ns(images[i].stamp)
+        frame = camera_frame or images[i].frame_id
         if ns == 0:     # TF reads time 0 as "the latest": it would pose every image the same
             failures.append('the image header has no stamp (0): the camera driver must stamp '
                             'its images with the capture time')
             continue
         try:
-            posed.append((ns, msg, buffer.lookup(world_frame, frame, ns)))
+            posed.append((i, ns, buffer.lookup(world_frame, frame, ns)))
         except TransformError as e:
             failures.append(str(e))
     if not posed:
         frames = ', '.join(sorted(buffer.frames())) or 'none'
         raise RecordingError(
             f'none of the {len(failures)} images could be posed: /tf has no {world_frame} <- '
-            f'{camera_frame or images[0].header.frame_id} at the image stamps (first: '
+            f'{camera_frame or images[0].frame_id} at the image stamps (first: '
             f'{failures[0] if failures else "?"}). TF frames in the bag: {frames}. Pass '
             '--world-frame / --camera-frame, or record the SLAM / odometry TF with the images')
     return posed, len(failures)
@@ -188,10 +199,14 @@ def camera_record(camera, info, info_topic, image_size, K):
                        'width': int(info.width), 'height': int(info.height)}}
 
 
-def _staging_dir(out):
+def _refuse_existing(out):
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise RecordingError(f'{out} exists and is not empty; choose a new folder (nothing in '
                              'it is overwritten)')
+
+
+def _staging_dir(out):
+    _refuse_existing(out)
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f'.{os.path.basename(os.path.abspath(out))}.partial-{os.getpid()}')
@@ -216,27 +231,38 @@ def bag_to_dataset(bag, out, image_topic, info_topic, world_frame='map', camera_
         what to record instead).
     :return: dict with the written folder, frame counts and the reasons of every skip.
     """
-    images, depths, info, buffer = _read_recording(bag, image_topic, info_topic, depth_topic)
+    _refuse_existing(out)    # before the bag is read, not after
+    images, depth_ns, info, buffer = _read_recording(bag, image_topic, info_topic,
+                                                     depth_topic)
     camera = _camera_model(info, info_topic)
     posed, no_pose = _pose_images(images, buffer, world_frame, camera_frame, every)
     keep, by_motion, capped = select_keyframes([p for _, _, p in posed], keyframes)
-    depth_ns = np.array([stamp_to_ns(d.header.stamp) for d in depths], dtype=np.int64)
     skipped = {'no_pose': no_pose, 'not_keyframe': by_motion, 'over_max_frames': capped,
                'no_depth': 0, 'bad_image': 0}
+    kept = []       # (image index, pose, depth index or None; -1: none close enough)
+    for i, ns, pose in (posed[k] for k in keep):
+        j = None    # no depth topic: no depth files (never an all-invalid fake)
+        if depth_topic:
+            j = int(np.argmin(np.abs(depth_ns - ns))) if len(depth_ns) else -1
+            if j >= 0 and abs(depth_ns[j] - ns) > max_depth_gap_s * 1e9:
+                j = -1
+        kept.append((i, pose, j))
+    # Second pass: only the kept images (and their depth) are ever decoded or held.
+    got = _fetch(bag, {image_topic: {k[0] for k in kept},
+                       **({depth_topic: {k[2] for k in kept if k[2] >= 0}}
+                          if depth_topic else {})})
     first_error, K_out, size, stems = None, None, None, []
     tmp = _staging_dir(out)
     try:
-        for ns, msg, pose in tqdm([posed[i] for i in keep], desc='writing frames',
-                                  unit='frame', disable=not progress):
+        for i, pose, j in tqdm(kept, desc='writing frames', unit='frame',
+                                disable=not progress):
+            if j == -1:
+                skipped['no_depth'] += 1
+                continue
             try:
-                rgb, K = camera.prepare(decode_image(msg))
-                depth_m = None    # no depth topic: no depth files (never an all-invalid fake)
-                if depth_topic:
-                    j = int(np.argmin(np.abs(depth_ns - ns))) if len(depth_ns) else -1
-                    if j < 0 or abs(depth_ns[j] - ns) > max_depth_gap_s * 1e9:
-                        skipped['no_depth'] += 1
-                        continue
-                    depth_m = _depth_frame(camera, depths[j], rgb.shape)
+                rgb, K = camera.prepare(decode_image(got[image_topic][i]))
+                depth_m = None if j is None else _depth_frame(camera, got[depth_topic][j],
+                                                              rgb.shape)
             except InputError as e:
                 skipped['bad_image'] += 1
                 first_error = first_error or str(e)

@@ -33,11 +33,11 @@ MIN_TRACKS = 100
 MIN_FRAME_POINTS = 30
 """A frame with fewer triangulated keypoints teaches little; it is named in a warning."""
 MIN_BASELINE_M = 0.02
+"""Camera centres closer than this to every other memorized one: no baseline to triangulate."""
 MAX_REFINE_CHANGE = (10.0, 3.0)
 """Median pose change (cm, deg) beyond which refinement is not trusted and not applied."""
 REFINE_MATCH_PX = 20.0
 """Epipolar and triangulation tolerance of the tracks pose refinement starts from."""
-"""Camera centres closer than this to every other memorized one: no baseline to triangulate."""
 
 
 class GeometryError(ValueError):

@@ -342,6 +342,7 @@ def _camera_record(frame_root):
 def write_map(out_path, tensors, head_cfg, summary, extractor, cfg, frames, frame_root,
               retrieval_ref):
     cfg_dict = asdict(cfg)
+    camera = _camera_record(frame_root)
     stem = os.path.splitext(os.path.basename(out_path))[0]
     manifest = {
         'name': cfg.name or stem,
@@ -358,7 +359,7 @@ def write_map(out_path, tensors, head_cfg, summary, extractor, cfg, frames, fram
         'frames': {'root': os.path.abspath(frame_root) if frame_root else '',
                    'stems': [f.stem for f in frames]},
         # How the frames' images were made (camera.json of bag-to-dataset), where said.
-        **({'camera': _camera_record(frame_root)} if _camera_record(frame_root) else {}),
+        **({'camera': camera} if camera else {}),
         # Poses refined while memorizing (world_from_cam, row-major 4x4 per stem).
         **({'refined_poses': {f.stem: np.round(f.pose, 9).tolist() for f in frames}}
            if any(f.pose is not None for f in frames) else {}),
