@@ -144,18 +144,18 @@ def test_exported_graph_is_cached_and_a_damaged_cache_is_rebuilt(tmp_path, caplo
     path = _saved_alike(tmp_path, 'alike-t', seed=5)
     first = FeatureExtractor('alike-t', path, 'cpu', runtime='onnxruntime')
     graphs = first._dense.paths
-    assert sorted(graphs) == ['encoder', 'keypoints']
+    assert sorted(graphs) == ['encoder', 'query']
     for graph in graphs.values():
         assert graph.startswith(os.path.join(cache_dir(), 'onnx')) and os.path.exists(graph)
         assert first.weights_sha256 in os.path.basename(graph)
     img = (np.random.default_rng(3).random((64, 96, 3)) * 255).astype(np.uint8)
     want = first.extract(img, 50).keypoint_desc
-    with open(graphs['keypoints'], 'wb') as f:
+    with open(graphs['query'], 'wb') as f:
         f.write(b'not an onnx graph')
     again = FeatureExtractor('alike-t', path, 'cpu', runtime='onnxruntime')
     assert 'exporting them again' in caplog.text
     torch.testing.assert_close(again.extract(img, 50).keypoint_desc, want)
-    assert open(graphs['keypoints'], 'rb').read(4) != b'not '
+    assert open(graphs['query'], 'rb').read(4) != b'not '
 
 
 def test_runtime_choice_and_its_errors(tmp_path):

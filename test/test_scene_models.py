@@ -124,3 +124,24 @@ def test_region_model_correspondences_agree_with_the_true_pose(small_scene, smal
     uv, _ = project(transform_points(invert_pose(frame.load_pose()), corr.points3d), frame.K)
     err = np.linalg.norm(uv - corr.points2d, axis=1)
     assert np.mean(err < 3) > 0.3     # well above chance: the pose is found by RANSAC from these
+
+
+def test_in_leaf_similarities_are_every_keypoint_against_every_point_of_its_leaves(small_map):
+    """The chunked leaf search equals the plain products with the map's int8 descriptors."""
+    import torch
+    from scene_reloc.scene_map import load_scene_map
+    manifest, tensors = load_scene_map(small_map[0])
+    model = build_scene_model(manifest, tensors, 'cpu')
+    g = torch.Generator().manual_seed(0)
+    n_leaves = model.leaf_counts.shape[0]
+    desc = torch.nn.functional.normalize(torch.randn(600, model.leaf_desc.shape[-1], generator=g),
+                                         dim=1)
+    leaf = torch.randint(0, n_leaves, (600, 3), generator=g)
+    sim = model._leaf_similarities(desc, leaf, chunk=128)        # 600 = 4 chunks and a part
+    points = torch.from_numpy(tensors['points.desc']).float() / 127.0
+    offsets = tensors['points.leaf_offsets']
+    for n, t in [(0, 0), (5, 2), (130, 1), (599, 2)]:
+        lo, hi = offsets[leaf[n, t]], offsets[leaf[n, t] + 1]
+        want = points[lo:hi] @ desc[n]
+        torch.testing.assert_close(sim[n, t, :hi - lo], want, atol=1e-5, rtol=0)
+        assert torch.all(sim[n, t, hi - lo:] == 0)                 # padding: no map point

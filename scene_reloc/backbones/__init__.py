@@ -214,8 +214,10 @@ class FeatureExtractor:
             return levels, hw, padded, None, None
         H, W = x.shape[-2:]
         Hp, Wp = padded_size(H, W)
-        levels = self._dense.levels(F.pad(x, (0, Wp - W, 0, Hp - H)))
-        scores, peaks = self._dense.keypoint_maps(levels) if keypoint_maps else (None, None)
+        padded = F.pad(x, (0, Wp - W, 0, Hp - H))
+        if not keypoint_maps:
+            return self._dense.levels(padded), (H, W), (Hp, Wp), None, None
+        levels, scores, peaks = self._dense(padded)
         return levels, (H, W), (Hp, Wp), scores, peaks
 
     def to_tensor(self, images_rgb_u8):

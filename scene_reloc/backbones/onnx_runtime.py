@@ -15,7 +15,9 @@
 """
 The backbone's dense part on ONNX Runtime (CPU): 3-6x faster than torch's CPU convolutions.
 
-The graph is the encoder, the keypoint score map and its non-maximum suppression, exported from
+The graphs are the encoder, and the encoder with the keypoint score map and its non-maximum
+suppression (one graph for queries: a second session run re-read the 39 MB full-resolution
+level and cost ~3 ms more at 640x480), exported from
 the loaded torch network (so it always matches the weights in use); the sparse part, descriptors
 sampled at keypoints and grid cells, stays in torch. The weights stay where they are
 (safetensors / the released state dict); the exported graph is a cache derived from them, kept
@@ -36,7 +38,7 @@ from torch import nn
 
 from scene_reloc.keypoints import nms_peaks, NMS_RADIUS
 
-GRAPH_VERSION = 2
+GRAPH_VERSION = 3
 """Bump when the exported graph changes: old cache files are then ignored."""
 
 log = logging.getLogger('scene_reloc.backbones')
@@ -65,18 +67,18 @@ class _EncoderGraph(nn.Module):
         return tuple(self.net.encode(padded_B3HW))
 
 
-class _KeypointGraph(nn.Module):
-    """Score map and NMS peaks from the levels (level 1 is at the padded image's size)."""
+class _QueryGraph(nn.Module):
+    """Encoder levels, score map and NMS peaks of a padded image."""
 
     def __init__(self, net, nms_radius):
         super().__init__()
         self.net = net
         self.nms_radius = nms_radius
 
-    def forward(self, level1, level2, level3, level4):
-        levels = [level1, level2, level3, level4]
-        scores = self.net.padded_score_map(levels, level1.shape[-2:])
-        return scores, nms_peaks(scores, self.nms_radius)
+    def forward(self, padded_B3HW):
+        levels = self.net.encode(padded_B3HW)
+        scores = self.net.padded_score_map(levels, padded_B3HW.shape[-2:])
+        return (*levels, scores, nms_peaks(scores, self.nms_radius))
 
 
 LEVELS = ['level1', 'level2', 'level3', 'level4']
@@ -96,23 +98,20 @@ def export_graphs(net, nms_radius=NMS_RADIUS):
     """
     Return the ONNX graphs (bytes) of ``net``'s dense part, for any padded image size.
 
-    Two graphs: ``encoder`` (image -> the four levels) and ``keypoints`` (levels -> score map
-    and NMS peaks), so that what needs only descriptors (the memorization buffers) skips the
-    full-resolution score map.
+    Two graphs: ``encoder`` (image -> the four levels), for what needs only descriptors (the
+    memorization buffers), and ``query`` (image -> the levels, score map and NMS peaks).
     """
     example = torch.zeros(1, 3, 64, 96)
-    with torch.no_grad():
-        levels = tuple(net.encode(example))
     return {'encoder': _export(_EncoderGraph(net), (example,), ['image'], LEVELS),
-            'keypoints': _export(_KeypointGraph(net, nms_radius), levels, LEVELS,
-                                 ['scores', 'peaks'])}
+            'query': _export(_QueryGraph(net, nms_radius), (example,), ['image'],
+                             LEVELS + ['scores', 'peaks'])}
 
 
 def _cached_graphs(net, key):
     """Read the graphs from the cache; export and store them there (atomically) when missing."""
     folder = os.path.join(cache_dir(), 'onnx')
     paths = {n: os.path.join(folder, f'{key}-g{GRAPH_VERSION}-{n}.onnx')
-             for n in ('encoder', 'keypoints')}
+             for n in ('encoder', 'query')}
     if all(os.path.exists(p) for p in paths.values()):
         data = {}
         for n, p in paths.items():
@@ -171,18 +170,15 @@ class OnnxDense:
         data, self.paths = _cached_graphs(net, key)
         return data
 
+    def _run(self, graph, padded_B3HW):
+        x = np.ascontiguousarray(padded_B3HW.detach().cpu().numpy(), dtype=np.float32)
+        return [torch.from_numpy(o) for o in self.sessions[graph].run(None, {'image': x})]
+
     def levels(self, padded_B3HW):
         """Return the four level maps (torch tensors) of a padded image."""
-        x = np.ascontiguousarray(padded_B3HW.detach().cpu().numpy(), dtype=np.float32)
-        return [torch.from_numpy(o) for o in self.sessions['encoder'].run(None, {'image': x})]
-
-    def keypoint_maps(self, levels):
-        """Return (scores (B, 1, Hp, Wp), peaks (B, 1, Hp, Wp)) from the levels."""
-        feed = {n: v.numpy() for n, v in zip(LEVELS, levels)}
-        scores, peaks = self.sessions['keypoints'].run(None, feed)
-        return torch.from_numpy(scores), torch.from_numpy(peaks)
+        return self._run('encoder', padded_B3HW)
 
     def __call__(self, padded_B3HW):
         """Return (levels list, scores (B, 1, Hp, Wp), peaks (B, 1, Hp, Wp)) as torch tensors."""
-        levels = self.levels(padded_B3HW)
-        return (levels, *self.keypoint_maps(levels))
+        *levels, scores, peaks = self._run('query', padded_B3HW)
+        return levels, scores, peaks

@@ -66,9 +66,11 @@ class RegionClassifierModel(SceneModel):
         ar = torch.arange(P, device=counts.device)
         valid = ar[None] < counts[:, None]                                  # (L, P)
         src = self.leaf_offsets[:-1, None] + ar[None]
-        # A query gathers each candidate leaf's points as one contiguous block.
-        self.leaf_desc = torch.zeros((L, P, D), dtype=self.points_desc.dtype, device=ar.device)
-        self.leaf_desc[valid] = self.points_desc[src[valid]]
+        # A query gathers each candidate leaf's points as one contiguous block, already in
+        # float32 (int8 / 127): converting the gathered blocks per query cost more than the
+        # products (a 33 MB temporary at 2048 keypoints).
+        self.leaf_desc = torch.zeros((L, P, D), dtype=torch.float32, device=ar.device)
+        self.leaf_desc[valid] = self.points_desc[src[valid]].float() / 127.0
         self.leaf_xyz = torch.zeros((L, P, 3), dtype=self.points_xyz.dtype, device=ar.device)
         self.leaf_xyz[valid] = self.points_xyz[src[valid]]
 
@@ -96,8 +98,7 @@ class RegionClassifierModel(SceneModel):
             leaf, prob = self.head.top_leaves(desc, cfg.top_regions, cfg.top_leaves, allowed)
         prob = prob.float()
         P = self.max_points_per_leaf
-        cand = self.leaf_desc[leaf].float()                                # (N, T, P, D)
-        sim = torch.einsum('nd,ntpd->ntp', desc, cand) / 127.0
+        sim = self._leaf_similarities(desc, leaf)                           # (N, T, P)
         valid = torch.arange(P, device=desc.device) < self.leaf_counts[leaf][..., None]
         valid &= (prob >= cfg.min_leaf_probability)[..., None]
         sim = torch.where(valid, sim, torch.full_like(sim, -2.0)).flatten(1)
@@ -108,6 +109,19 @@ class RegionClassifierModel(SceneModel):
         return Correspondences(feats.keypoints[keep].cpu().numpy().astype(np.float64),
                                xyz.cpu().numpy().astype(np.float64),
                                scores=best[keep].cpu().numpy().astype(np.float64))
+
+    def _leaf_similarities(self, desc_ND, leaf_NT, chunk=256):
+        """Cosine similarities (N, T, P) of each keypoint with the points of its T leaves."""
+        N, T = leaf_NT.shape
+        P, D = self.leaf_desc.shape[1:]
+        desc_ND = desc_ND.float()
+        sim = torch.empty((N, T, P), dtype=torch.float32, device=desc_ND.device)
+        # In chunks of keypoints: the gathered (chunk, T, P, D) block stays in cache.
+        for s in range(0, N, chunk):
+            cand = self.leaf_desc[leaf_NT[s:s + chunk]].reshape(-1, T * P, D)
+            torch.matmul(cand, desc_ND[s:s + chunk, :, None],
+                         out=sim[s:s + chunk].view(-1, T * P, 1))
+        return sim
 
     def _centroid_matches(self, feats, image_hw, cfg, allowed=None):
         """Grid cells to their most likely leaf centre (plain SRC)."""
