@@ -16,6 +16,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from scene_reloc.geometry import invert_pose, look_at, pose_error, project, transform_points
 from scene_reloc.relocalizer import Relocalizer
@@ -128,7 +129,6 @@ def test_region_model_correspondences_agree_with_the_true_pose(small_scene, smal
 
 def test_in_leaf_similarities_are_every_keypoint_against_every_point_of_its_leaves(small_map):
     """The chunked leaf search equals the plain products with the map's int8 descriptors."""
-    import torch
     from scene_reloc.scene_map import load_scene_map
     manifest, tensors = load_scene_map(small_map[0])
     model = build_scene_model(manifest, tensors, 'cpu')
@@ -145,3 +145,24 @@ def test_in_leaf_similarities_are_every_keypoint_against_every_point_of_its_leav
         want = points[lo:hi] @ desc[n]
         torch.testing.assert_close(sim[n, t, :hi - lo], want, atol=1e-5, rtol=0)
         assert torch.all(sim[n, t, hi - lo:] == 0)                 # padding: no map point
+
+
+def test_top_landmarks_per_cell_by_threshold_equal_topk_where_they_count():
+    """Thresholded top-k: topk's values and columns wherever they reach the minimum."""
+    from scene_reloc.scene_models.landmark_detector import _top_per_row
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(300, 401, generator=g) * torch.rand(300, 1, generator=g) * 8
+    heat = torch.softmax(logits, dim=1)[:, :-1]             # as the heads give it: no 'none'
+    heat[7] = 0                                             # a cell where nothing is seen
+    for top, m in [(16, 0.1), (3, 0.1), (16, 0.01), (16, 0.0)]:
+        vals, cols = _top_per_row(heat, top, m)
+        want_v, want_c = heat.topk(top, dim=1)
+        k = vals.shape[1]
+        assert k <= top and (m > 0 or k == top)
+        counted = want_v[:, :k] >= m
+        assert torch.equal(vals[:, :k][counted], want_v[:, :k][counted])
+        assert torch.equal(cols[:, :k][counted], want_c[:, :k][counted])
+        assert not torch.any((vals > 0) & (vals < m))       # nothing below the minimum kept
+        assert torch.all((want_v[:, k:] < m) | (k == top))  # nothing that counts was cut
+    vals, cols = _top_per_row(torch.zeros(4, 10), 16, 0.1)
+    assert vals.shape == (4, 0) and cols.shape == (4, 0)

@@ -139,7 +139,7 @@ class LandmarkDetectorModel(SceneModel):
             heat = heat * visible[None]
         if top is None:
             return heat[inverse]
-        heat, cand = heat.topk(min(top, heat.shape[1]), dim=1)
+        heat, cand = _top_per_row(heat, top, config.min_landmark_confidence)
         return heat[inverse], cand[inverse]
 
     def _verified_keypoints(self, feats, config, visible):
@@ -148,6 +148,8 @@ class LandmarkDetectorModel(SceneModel):
         if kp.shape[0] == 0:
             return Correspondences(np.zeros((0, 2)), np.zeros((0, 3)))
         heat, cand = self._keypoint_heat(feats, config, visible, config.top_landmarks)  # (N, k)
+        if heat.shape[1] == 0:     # no landmark reaches min_landmark_confidence anywhere
+            return Correspondences(np.zeros((0, 2)), np.zeros((0, 3)))
         # Descriptor similarity only where the heatmap is confident enough (about a third of
         # the candidates): the best of each landmark's stored observations.
         n, j = torch.nonzero(heat >= config.min_landmark_confidence, as_tuple=True)
@@ -181,6 +183,38 @@ class LandmarkDetectorModel(SceneModel):
 
     def map_points(self):
         return self.points_xyz.cpu().numpy()
+
+
+def _top_per_row(heat_CL, top, min_value):
+    """
+    Return the ``top`` highest values of each row that reach ``min_value``, best first.
+
+    :return: (values (C, K), columns (C, K)), K <= top; places without such a value hold 0
+        (and column 0). The same values as ``topk`` where they reach ``min_value``, found by
+        thresholding: torch's CPU ``topk`` for k = 16 over 1000 columns took 8 ms at 1600 rows,
+        and probabilities that sum to at most 1 have at most 1 / min_value entries above it.
+    """
+    C = heat_CL.shape[0]
+    rows, cols = torch.nonzero(heat_CL >= min_value, as_tuple=True)
+    if min_value <= 0 or rows.numel() == 0:
+        k = min(top, heat_CL.shape[1])
+        return heat_CL.topk(k, dim=1) if min_value <= 0 else (
+            heat_CL.new_zeros((C, 0)), torch.zeros((C, 0), dtype=torch.int64,
+                                                   device=heat_CL.device))
+    vals = heat_CL[rows, cols]
+    order = torch.argsort(-vals, stable=True)
+    order = order[torch.argsort(rows[order], stable=True)]     # by row, best first in a row
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    counts = torch.bincount(rows, minlength=C)
+    rank = torch.arange(rows.numel(), device=rows.device) - (torch.cumsum(counts, 0) -
+                                                             counts)[rows]
+    K = min(top, int(counts.max()))
+    keep = rank < K
+    out_v = heat_CL.new_zeros((C, K))
+    out_c = torch.zeros((C, K), dtype=torch.int64, device=heat_CL.device)
+    out_v[rows[keep], rank[keep]] = vals[keep]
+    out_c[rows[keep], rank[keep]] = cols[keep]
+    return out_v, out_c
 
 
 SCENE_MODEL = LandmarkDetectorModel
