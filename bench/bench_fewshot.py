@@ -52,6 +52,10 @@ from scene_reloc_training.memorize.memorize_scene import (
 )
 from scene_reloc_training.memorize.region_training import train_region_head
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from real_scenes import MEMORIZE_OVERRIDES  # noqa: E402
+from real_scenes import scene_frames as real_scene_frames
+
 SCRIPT = os.path.join(os.path.dirname(sys.executable), 'scene-reloc')
 DEV = {'dev-20': ('0:700:35', '15:700:10'), 'dev-10': ('0:700:70', '15:700:10')}
 
@@ -81,30 +85,44 @@ def meta_init(a, name, weights):
 
 
 def scenes(a):
-    out = [(os.path.basename(r), scene_frames(r, 'memorize.txt'), scene_frames(r, 'query.txt'))
-           for r in corpus_scenes(a.corpus, 'test')[:a.test_scenes]]
+    """(name, memorized frames, queries, memorize overrides) of every evaluated scene."""
+    out = [] if not a.corpus else [
+        (os.path.basename(r), scene_frames(r, 'memorize.txt'), scene_frames(r, 'query.txt'), {})
+        for r in corpus_scenes(a.corpus, 'test')[:a.test_scenes]]
     if a.data:
         for name, (mem, query) in DEV.items():
-            out.append((name, scene_frames(a.data, mem), scene_frames(a.data, query)))
+            out.append((name, scene_frames(a.data, mem), scene_frames(a.data, query), {}))
+    if a.real_data:
+        for name in ('studyroom', 'tabletop'):
+            mem, query = real_scene_frames(a.real_data, name)
+            out.append((name, mem, query, MEMORIZE_OVERRIDES.get(name, {})))
     return out
 
 
+def start_state(start, meta_path):
+    """(head state or None, imprint?) of a start named random, meta, imprint or meta+imprint."""
+    meta = start in ('meta', 'meta+imprint')
+    return (load_head_init(meta_path) if meta else None), start.endswith('imprint')
+
+
 def run_scene(a, scene, bb, weights, init_path):
-    name, mem, queries = scene
-    cfg = MemorizeConfig(backbone='alike-n', backbone_weights=weights, device=a.device)
+    name, mem, queries, overrides = scene
+    cfg = MemorizeConfig(backbone='alike-n', backbone_weights=weights, device=a.device,
+                         **overrides)
     ex = FeatureExtractor('alike-n', weights, a.device)
     t0 = time.perf_counter()
     images, coords, feats, _ = read_frames(mem, ex, cfg, False)
     material = region_material(images, coords, feats, ex, cfg, False)
     buffer_s = time.perf_counter() - t0
     rows = []
-    for init in ('random', 'meta'):
-        state = load_head_init(init_path) if init == 'meta' else None
+    for init in a.starts.split(','):
+        state, imprint = start_state(init, init_path)
         for steps in [int(s) for s in a.budgets.split(',')]:
             t1 = time.perf_counter()
             model, _ = train_region_head(material['buffer'], material['head_cfg'], steps,
                                          cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.seed,
-                                         a.device, progress=False, init_state=state)
+                                         a.device, progress=False, init_state=state,
+                                         precision=cfg.precision, imprint=imprint)
             train_s = time.perf_counter() - t1
             path = os.path.join(a.out, 'maps', f'{name}-{bb}-{init}-{steps}.map')
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -121,42 +139,44 @@ def run_scene(a, scene, bb, weights, init_path):
 
 
 def summarize(rows):
-    """Per scene and backbone: random start's final recall; steps the meta start needs."""
+    """Per scene, backbone and start: the random start's final recall, steps to reach it."""
     out = []
     for key in sorted({(r['scene'], r['backbone']) for r in rows}, key=str):
         rr = [r for r in rows if (r['scene'], r['backbone']) == key]
-        rand = [r for r in rr if r['init'] == 'random']
-        meta = [r for r in rr if r['init'] == 'meta']
-        final = max(rand, key=lambda r: r['steps'])
-        reach = [r['steps'] for r in meta if r['recall_5cm_5deg'] >= final['recall_5cm_5deg']
-                 and final['recall_5cm_5deg'] > 0]
-        out.append({'scene': key[0], 'backbone': key[1], 'random_final_steps': final['steps'],
-                    'random_final_recall': final['recall_5cm_5deg'],
-                    'random_final_median_cm': final['median_cm'],
-                    'meta_final_recall': max(meta, key=lambda r: r['steps'])['recall_5cm_5deg'],
-                    'meta_steps_to_random_final': min(reach) if reach else None})
+        final = max((r for r in rr if r['init'] == 'random'), key=lambda r: r['steps'])
+        for init in dict.fromkeys(r['init'] for r in rr):
+            mine = [r for r in rr if r['init'] == init]
+            reach = [r['steps'] for r in mine if r['recall_5cm_5deg'] >=
+                     final['recall_5cm_5deg'] and final['recall_5cm_5deg'] > 0]
+            last = max(mine, key=lambda r: r['steps'])
+            out.append({'scene': key[0], 'backbone': key[1], 'init': init,
+                        'random_final_steps': final['steps'],
+                        'random_final_recall': final['recall_5cm_5deg'],
+                        'random_final_median_cm': final['median_cm'],
+                        'final_recall': last['recall_5cm_5deg'],
+                        'final_median_cm': last['median_cm'],
+                        'steps_to_random_final': min(reach) if reach else None})
     return out
 
 
 def table(rows, summary):
-    """Markdown: recall (median cm) per step budget, random and meta start side by side."""
+    """Markdown: recall (median cm) per step budget, one line per start."""
     budgets = sorted({r['steps'] for r in rows})
     head = '| scene | backbone | start | ' + ' | '.join(f'{b} steps' for b in budgets)
-    lines = [head + " | meta steps to random's final recall |",
+    lines = [head + " | steps to the random start's final recall |",
              '|---|---|---|' + '---|' * len(budgets) + '---|']
     for s in summary:
-        for init in ('random', 'meta'):
-            cells = []
-            for b in budgets:
-                r = next(r for r in rows if (r['scene'], r['backbone'], r['init'], r['steps'])
-                         == (s['scene'], s['backbone'], init, b))
-                med = f"{r['median_cm']:.2f} cm" if r['median_cm'] is not None else 'no pose'
-                cells.append(f"{r['recall_5cm_5deg']:.3f} ({med})")
-            reach = s['meta_steps_to_random_final'] if init == 'meta' else ''
-            if init == 'meta' and reach is None:
-                reach = 'not reached' if s['random_final_recall'] > 0 else 'n/a'
-            lines.append(f"| {s['scene']} | {s['backbone']} | {init} | " + ' | '.join(cells)
-                         + f' | {reach} |')
+        cells = []
+        for b in budgets:
+            r = next(r for r in rows if (r['scene'], r['backbone'], r['init'], r['steps'])
+                     == (s['scene'], s['backbone'], s['init'], b))
+            med = f"{r['median_cm']:.2f} cm" if r['median_cm'] is not None else 'no pose'
+            cells.append(f"{r['recall_5cm_5deg']:.3f} ({med})")
+        reach = s['steps_to_random_final']
+        if reach is None:
+            reach = 'not reached' if s['random_final_recall'] > 0 else 'n/a'
+        lines.append(f"| {s['scene']} | {s['backbone']} | {s['init']} | " + ' | '.join(cells)
+                     + f' | {reach} |')
     return lines
 
 
@@ -169,7 +189,8 @@ def plot(rows, path):
     colours = {'scratch': 'tab:grey', 'alike': 'tab:blue', 'pretrained': 'tab:green'}
     for i, name in enumerate(names):
         for bb in colours:
-            for init, ls in (('random', '--'), ('meta', '-')):
+            for init, ls in (('random', '--'), ('meta', '-'), ('imprint', ':'),
+                             ('meta+imprint', '-.')):
                 rr = sorted((r for r in rows if r['scene'] == name and r['backbone'] == bb
                              and r['init'] == init), key=lambda r: r['steps'])
                 if not rr:
@@ -201,8 +222,18 @@ def plot(rows, path):
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--corpus', required=True, help='corpus.json (make-corpus)')
-    p.add_argument('--pretrained', required=True, help='backbone.pth from scene-reloc pretrain')
+    p.add_argument('--corpus', help='corpus.json (make-corpus): its test scenes, and the '
+                   'meta-training scenes unless --meta-init is given')
+    p.add_argument('--pretrained', help='backbone.pth from scene-reloc pretrain')
+    p.add_argument('--meta-init', metavar='FILE',
+                   help='the ALIKE-n meta-learned start to use (e.g. the shipped '
+                   'training/pretrained/meta-alike-n.safetensors) instead of meta-training one')
+    p.add_argument('--real-data', metavar='ROOT',
+                   help='../shared/data: the study room and the tabletop (even frames '
+                   'memorized, odd queried)')
+    p.add_argument('--starts', default='random,meta',
+                   help='head starts: random, meta, imprint (level-1 rows from region means), '
+                   'meta+imprint')
     p.add_argument('--weights', required=True, help='folder with alike-n.pth')
     p.add_argument('--data', help='7-Scenes redkitchen dev folder (dev-20 / dev-10 rows)')
     p.add_argument('--out', default='out/fewshot')
@@ -218,6 +249,10 @@ def main():
     add_device_argument(p)
     a = p.parse_args()
     checked_device(a.device)
+    if 'pretrained' in a.backbones.split(',') and not a.pretrained:
+        p.error('--pretrained is needed for the pretrained backbone (or pass --backbones)')
+    if not a.meta_init and not a.corpus and any(s.startswith('meta') for s in a.starts.split(',')):
+        p.error('a meta start needs --corpus (to meta-train) or --meta-init')
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     os.makedirs(a.out, exist_ok=True)
     if a.rows:
@@ -226,7 +261,8 @@ def main():
         rows, seconds = old['rows'], old['meta_train_seconds']
     else:
         bbs = backbones(a)
-        inits = {bb: meta_init(a, bb, w) for bb, w in bbs.items()}
+        inits = {bb: (a.meta_init, None) if a.meta_init and bb == 'alike' else
+                 meta_init(a, bb, w) if a.corpus else (None, None) for bb, w in bbs.items()}
         rows = []
         for scene in scenes(a):
             for bb, w in bbs.items():

@@ -22,7 +22,8 @@ or 1024 keypoints, queries at 640x480 or 320x240 (the map stays memorized at 640
 backbone threads.
 Each row: recall and median (the accuracy a setting costs), latency p50/p95 of the whole query,
 and the p50 of its stages (backbone features, scene model correspondences, PnP). The SIFT peer
-runs on the same frames in the same run.
+runs on the same frames in the same run, and last the default settings and the peer are timed
+in turn on every frame (their ratio is the fair comparison on a shared machine).
 
   python bench/bench_query_speed.py --data ../shared/data/7scenes_redkitchen_dev
       --weights ../shared/weights --out out/query_speed
@@ -106,6 +107,32 @@ def run_settings(name, path, queries, device, summary):
     return rows
 
 
+def interleaved(methods, frames, rounds=3):
+    """
+    p50 seconds of each method, timed query by query in turn (one frame: every method).
+
+    Rows measured one after the other see this shared machine in different moods (+-30 %);
+    timing the methods alternately on each frame makes their ratio a fair comparison.
+    """
+    times = {name: [] for name in methods}
+    images = [(f.load_color(), f.K) for f in frames]
+    for r in range(rounds):
+        names = list(methods) if r % 2 == 0 else list(methods)[::-1]
+        for img, K in images:
+            for name in names:
+                t0 = time.perf_counter()
+                methods[name](img, K)
+                times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(v)) for name, v in times.items()}
+
+
+def interleaved_table(p50, peer):
+    lines = ['| method | s/query p50 (interleaved) | ratio to the SIFT peer |', '|---|---|---|']
+    for name, v in p50.items():
+        lines.append(f'| {name} | {v:.4f} | {v / p50[peer]:.2f} |')
+    return '\n'.join(lines)
+
+
 def table(rows):
     head = ('| scene model / setting | recall 5cm/5deg | median cm | s/query p50 | p95 | '
             'backbone p50 | correspondences p50 | PnP p50 | memorize s |\n' + '|---' * 9 + '|\n')
@@ -144,7 +171,16 @@ def main():
     m = compute_metrics(localize_frames(peer.localize, queries), train_seconds=round(train, 2))
     rows.append((f'{a.protocol} | SIFT peer', m))
     print(json.dumps({'row': rows[-1][0], **m}), flush=True)
-    write_results(a.out, 'query_speed', table(rows), rows)
+    methods = {f'{a.protocol} {short} (default settings)': Relocalizer.from_file(
+        os.path.join(a.out, f'{a.protocol}-{short}.map'), device=a.device).localize
+        for short in ('region', 'SLD')}
+    methods['SIFT peer'] = peer.localize
+    p50 = interleaved(methods, queries)
+    print(json.dumps({'interleaved_p50': p50}), flush=True)
+    rows.append(('interleaved', {'p50': p50}))
+    write_results(a.out, 'query_speed', table(rows[:-1]) + '\n\nThe same queries, each '
+                  'method in turn on every frame (3 rounds):\n\n' +
+                  interleaved_table(p50, 'SIFT peer'), rows)
 
 
 if __name__ == '__main__':

@@ -21,21 +21,23 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from scene_reloc.region_head import RegionClassifier
+from scene_reloc_training.memorize.imprinting import imprint_level1
 from scene_reloc_training.memorize.resumable import ResumableRun
 
 
 def train_region_head(buffer, head_cfg, iterations, batch_size, lr, weight_decay, seed,
                       device, checkpoint=None, resume=False, progress=True, log_every=100,
-                      init_state=None, precision='fp32'):
+                      init_state=None, precision='fp32', imprint=False):
     """
     Fit a :class:`RegionClassifier` to buffered descriptors.
 
     Loss: cross-entropy on the level-1 region plus cross-entropy on the level-2 sub-region given
     the true region. One-cycle learning rate. ``init_state``: the head's start (random when
-    None). ``precision``: ``fp32``, ``bf16`` or ``auto`` (see
-    :mod:`scene_reloc.precision`). Every ``log_every`` iterations the state
-    (model, optimiser, iteration, RNG) goes to ``checkpoint``; with ``resume`` a run continues
-    from it.
+    None). ``imprint``: the level-1 classifier then starts as the nearest-region-mean
+    classifier of the start's trunk features (:mod:`.imprinting`). ``precision``: ``fp32``,
+    ``bf16`` or ``auto`` (see :mod:`scene_reloc.precision`). Every ``log_every`` iterations
+    the state (model, optimiser, iteration, RNG) goes to ``checkpoint``; with ``resume`` a run
+    continues from it.
 
     :return: (model in eval mode, stats dict with final losses and buffer accuracies).
     """
@@ -44,6 +46,7 @@ def train_region_head(buffer, head_cfg, iterations, batch_size, lr, weight_decay
     if init_state is not None:   # e.g. a meta-learned start (scene-reloc meta-train)
         model.load_state_dict(init_state)
     model = model.to(device)
+    imprinted = imprint_level1(model, buffer, device) if imprint else {}
     run = ResumableRun(model, iterations, lr, weight_decay, seed, checkpoint, resume, precision)
     gen, start = run.gen, run.start
     n = buffer['desc'].shape[0]
@@ -62,7 +65,7 @@ def train_region_head(buffer, head_cfg, iterations, batch_size, lr, weight_decay
             bar.set_postfix(loss=f'{loss_avg:.3f}')
             run.save(it + 1)
     model.eval()
-    return model, {'final_loss': loss_avg, 'precision': run.precision,
+    return model, {'final_loss': loss_avg, 'precision': run.precision, **imprinted,
                    **buffer_accuracy(model, buffer, device)}
 
 
