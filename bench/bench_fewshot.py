@@ -40,6 +40,7 @@ import torch
 from scene_reloc.backbones import FeatureExtractor
 from scene_reloc.backbones.alike import ALIKE_CONFIGS, AlikeNet
 from scene_reloc.relocalizer import Relocalizer
+from scene_reloc.retrieval.database import build_database
 from scene_reloc_training.learn.corpus import corpus_scenes
 from scene_reloc_training.learn.pretrain_data import evaluate_frames, scene_frames
 from scene_reloc_training.memorize.head_init import load_head_init
@@ -51,6 +52,7 @@ from scene_reloc_training.memorize.memorize_scene import (
     write_map,
 )
 from scene_reloc_training.memorize.region_training import train_region_head
+from scene_reloc_training.memorize.retrieval_db import resolve_retrieval_model
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from real_scenes import MEMORIZE_OVERRIDES  # noqa: E402
@@ -114,6 +116,10 @@ def run_scene(a, scene, bb, weights, init_path):
     images, coords, feats, _ = read_frames(mem, ex, cfg, False)
     material = region_material(images, coords, feats, ex, cfg, False)
     buffer_s = time.perf_counter() - t0
+    retrieval, retrieval_ref = resolve_retrieval_model(cfg.retrieval_model, cfg.backbone,
+                                                       ex.weights_sha256, ex.descriptor_dim)
+    database = build_database(retrieval, [f.grid_desc.cpu() for f in feats],
+                              [f.load_pose() for f in mem])
     rows = []
     for init in a.starts.split(','):
         state, imprint = start_state(init, init_path)
@@ -126,8 +132,9 @@ def run_scene(a, scene, bb, weights, init_path):
             train_s = time.perf_counter() - t1
             path = os.path.join(a.out, 'maps', f'{name}-{bb}-{init}-{steps}.map')
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            write_map(path, region_tensors(material, model), material['head_cfg'],
-                      {'train_seconds': round(buffer_s + train_s, 2)}, ex, cfg, mem, '')
+            write_map(path, region_tensors(material, model) | database, material['head_cfg'],
+                      {'train_seconds': round(buffer_s + train_s, 2)}, ex, cfg, mem, '',
+                      retrieval_ref)
             m = evaluate_frames(Relocalizer.from_file(path, weights, a.device), queries)
             rows.append({'scene': name, 'backbone': bb, 'init': init, 'steps': steps,
                          'head_seconds': round(train_s, 2), 'buffer_seconds': round(buffer_s, 2),
