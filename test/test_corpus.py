@@ -67,3 +67,65 @@ def test_pretrain_on_a_corpus_trains_on_train_scenes_and_validates_on_val(tmp_pa
     assert first['iteration'] == 0 and 'val_recall_5cm_5deg' in first   # the start, measured
     assert last['iteration'] == 2
     assert 0.0 <= last['val_recall_5cm_5deg'] <= 1.0   # validation ran on the val scene
+
+
+def _listing(root):
+    return sorted((p, os.path.getsize(os.path.join(root, p))) for p in os.listdir(root))
+
+
+def test_real_folders_join_an_existing_corpus_as_linked_views_and_can_be_held_out(tmp_path):
+    from scene_reloc_training.data.synthetic_scene import write_synthetic_scene
+    from scene_reloc_training.learn.corpus import hold_out
+    from scene_reloc_training.learn.pretrain_data import scene_frames
+    corpus = tmp_path / 'corpus'
+    make_corpus(str(corpus), 2, seed=1, val_fraction=0.0, test_fraction=0.0, **SMALL)
+    real = str(tmp_path / 'my_office')             # a posed folder as a user has one
+    write_synthetic_scene(real, seed=9, num_memorize=3, num_query=2, trajectory_frames=40,
+                          width=96, height=64)
+    before = _listing(real)
+    r = subprocess.run([SCRIPT, 'make-corpus', '--out', str(corpus), '--add', real,
+                        '--memorize', '3', '--query', '4'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info['real_scenes'] == ['my_office'] and info['train'] == 3
+    assert _listing(real) == before                 # nothing written into the user's folder
+    view = corpus / 'my_office'
+    src, linked = PosedFrameFolder(real), PosedFrameFolder(str(view))
+    assert len(linked.stems()) == len(src.stems()) == 5
+    assert os.path.islink(view / 'frame-000000.color.png')
+    mem = scene_frames(str(view), 'memorize.txt')
+    query = scene_frames(str(view), 'query.txt')
+    assert [f.stem for f in mem] == ['frame-000000', 'frame-000002', 'frame-000004']
+    assert [f.stem for f in query] == ['frame-000001', 'frame-000003']   # the others
+    a, b = src.frames(src.stems()[:1])[0], linked.frames(['frame-000000'])[0]
+    assert (a.load_color() == b.load_color()).all() and (a.load_pose() == b.load_pose()).all()
+    train = corpus_scenes(str(corpus / 'corpus.json'), 'train')
+    assert str(view) in train
+    kept = hold_out(train, ['my_office'], str(corpus / 'corpus.json'))
+    assert str(view) not in kept and len(kept) == 2
+    with pytest.raises(ValueError, match='no such scene'):
+        hold_out(train, ['my_ofice'], str(corpus / 'corpus.json'))
+    r = subprocess.run([SCRIPT, 'make-corpus', '--out', str(corpus), '--add', real],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and 'already has a scene named my_office' in r.stderr
+    r = subprocess.run([SCRIPT, 'make-corpus', '--out', str(corpus)], capture_output=True,
+                       text=True)
+    assert r.returncode != 0 and '--add' in r.stderr
+
+
+def test_meta_train_never_sees_a_held_out_scene(tmp_path, small_scene):
+    root, _, _ = small_scene
+    other = str(tmp_path / 'other')
+    from scene_reloc_training.data.synthetic_scene import write_synthetic_scene
+    write_synthetic_scene(other, seed=4, num_memorize=4, num_query=2, trajectory_frames=40,
+                          width=128, height=96)
+    out = str(tmp_path / 'start.safetensors')
+    args = [SCRIPT, 'meta-train', '--data', root, other, '--out', out, '--backbone',
+            'handcrafted', '--outer-steps', '1', '--inner-steps', '1', '--inner-batch', '32',
+            '--k1', '8', '--k2', '8', '--device', 'cpu', '--quiet']
+    r = subprocess.run(args + ['--hold-out', 'other'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)['scenes'] == 1
+    assert json.load(open(out + '.json'))['scene_folders'] == [root]
+    r = subprocess.run(args + ['--hold-out', 'typo'], capture_output=True, text=True)
+    assert r.returncode != 0 and 'no such scene' in r.stderr

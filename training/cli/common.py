@@ -39,6 +39,9 @@ def add_scene_arguments(p):
     p.add_argument('--data', nargs='+', default=[], help='posed RGB-D folders, one a scene')
     p.add_argument('--corpus', metavar='JSON', help='corpus.json from scene-reloc make-corpus: '
                    'its train scenes are trained on, its val scenes validate')
+    p.add_argument('--hold-out', nargs='+', default=[], metavar='NAME',
+                   help='scenes (folder or corpus names) never trained or validated on: '
+                   'leave-one-scene-out evaluation')
     p.add_argument('--max-scenes', type=int, default=0,
                    help='train on the first N scenes only (0: all)')
     p.add_argument('--val-scenes', type=int, default=2, help='val scenes used (corpus)')
@@ -53,6 +56,10 @@ def scene_roots(a):
         from scene_reloc_training.learn.corpus import corpus_scenes
         roots += corpus_scenes(a.corpus, 'train')   # never the held-out test scenes
         val = corpus_scenes(a.corpus, 'val')[:a.val_scenes]
+    if a.hold_out:
+        from scene_reloc_training.learn.corpus import hold_out
+        kept = set(hold_out(roots + val, a.hold_out, a.corpus))
+        roots, val = [r for r in roots if r in kept], [v for v in val if v in kept]
     if a.max_scenes:
         roots = roots[:a.max_scenes]
     if not roots:

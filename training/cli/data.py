@@ -197,7 +197,8 @@ def add_corpus_parser(sub):
     p.add_argument('--width', type=int, default=320)
     p.add_argument('--height', type=int, default=240)
     p.add_argument('--add', nargs='*', default=[], metavar='DIR',
-                   help='posed RGB-D folders of your own (train split)')
+                   help='real posed folders (train split; linked, not copied). With an existing '
+                   'OUT/corpus.json they are added to it and nothing is rendered')
 
 
 def cmd_make_synthetic(a):
@@ -214,11 +215,19 @@ def cmd_make_synthetic(a):
 
 
 def cmd_make_corpus(a):
-    from scene_reloc_training.learn.corpus import make_corpus
-    m = make_corpus(a.out, a.scenes, a.seed, a.val_fraction, a.test_fraction, a.memorize,
-                    a.query, a.width, a.height, a.add)
+    from scene_reloc_training.learn.corpus import add_real_scenes, make_corpus
+    existing = os.path.join(a.out, 'corpus.json')
+    if os.path.exists(existing):
+        if not a.add:
+            sys.exit(f'{existing} exists: pass --add DIR... to add real scenes to it, or '
+                     'another --out')
+        m = add_real_scenes(existing, a.add, a.memorize, a.query)
+    else:
+        m = make_corpus(a.out, a.scenes, a.seed, a.val_fraction, a.test_fraction, a.memorize,
+                        a.query, a.width, a.height, a.add)
     counts = {k: sum(s['split'] == k for s in m['scenes']) for k in ('train', 'val', 'test')}
-    print(json.dumps({'corpus': os.path.join(a.out, 'corpus.json'), **counts}, indent=2))
+    real = [s['name'] for s in m['scenes'] if 'real' in s]
+    print(json.dumps({'corpus': existing, **counts, 'real_scenes': real}, indent=2))
 
 
 HANDLERS = {'make-synthetic': cmd_make_synthetic, 'make-corpus': cmd_make_corpus,
