@@ -18,13 +18,21 @@ Few-shot memorization: recall and median error against head-training steps and s
 For (random start, meta-learned start) x (scratch backbone, ALIKE-n, our pretrained backbone),
 the region classifier is trained on each scene for several step budgets (each a full one-cycle
 run, as ``memorize --iterations N`` would), then localizes the scene's queries. Scenes: held-out
-(test split) synthetic scenes of the corpus and, with --data, 7-Scenes dev-20 / dev-10. The
-meta-learned starts are made here with ``scene-reloc meta-train`` on the corpus' train scenes
-unless OUT already holds them. Writes OUT/fewshot.json, OUT/fewshot.md and OUT/fewshot.png.
+(test split) synthetic scenes of the corpus, with --data 7-Scenes dev-20 / dev-10, with
+--real-data the SUN3D study room and the tabletop. The meta-learned starts are made here with
+``scene-reloc meta-train`` on the corpus' train scenes unless OUT already holds them (or given
+with --meta-init). Starts: random, meta, and either with its level-1 rows imprinted from the
+region means (``imprint``, ``meta+imprint``). With --leave-one-out each real scene of the corpus
+(``make-corpus --add``) is held out of meta-training in turn and evaluated with its own start.
+Writes OUT/fewshot.json (rows, and which scenes trained each start), OUT/fewshot.md and
+OUT/fewshot.png.
 
   python bench/bench_fewshot.py --corpus out/corpus/corpus.json
       --pretrained out/pretrain/backbone.pth --weights ../shared/weights
       --data ../shared/data/7scenes_redkitchen_dev --out out/fewshot
+  python bench/bench_fewshot.py --corpus out/corpus_real/corpus.json --backbones alike
+      --weights ../shared/weights --data ../shared/data/7scenes_redkitchen_dev
+      --real-data ../shared/data --leave-one-out --out out/fewshot_loo
 """
 
 import argparse
@@ -74,16 +82,50 @@ def backbones(a):
     return {k: v for k, v in out.items() if k in a.backbones.split(',')}
 
 
-def meta_init(a, name, weights):
-    """Return the meta-learned start of a backbone (made unless there) and its seconds."""
-    path = os.path.join(a.out, f'meta-{name}.safetensors')
+def meta_init(a, name, weights, held_out=None):
+    """
+    Return the meta-learned start of a backbone (made unless there) and its seconds.
+
+    ``held_out``: a corpus scene that meta-training must not see (leave-one-scene-out).
+    """
+    suffix = f'-without-{held_out}' if held_out else ''
+    path = os.path.join(a.out, f'meta-{name}{suffix}.safetensors')
     if not os.path.exists(path):
         subprocess.run([SCRIPT, 'meta-train', '--corpus', a.corpus, '--backbone', 'alike-n',
                         '--backbone-weights', weights, '--out', path, '--device', a.device,
                         '--outer-steps', str(a.outer_steps), '--inner-steps',
-                        str(a.inner_steps)], check=True)
+                        str(a.inner_steps)] + (['--hold-out', held_out] if held_out else []),
+                       check=True)
     with open(path + '.json') as f:
-        return path, json.load(f)['history'][-1]['seconds']
+        info = json.load(f)
+    return path, info['history'][-1]['seconds'], [os.path.basename(p) for p in
+                                                   info['scene_folders']]
+
+
+# Real scenes of --real-data / --data evaluated when their corpus scene is left out.
+LEAVE_OUT = {'7scenes_redkitchen_dev': ('dev-20', 'dev-10'), 'sun3d_studyroom_f1': ('studyroom',),
+             'tabletop_rgbd': ('tabletop',)}
+
+
+def leave_one_out(a, bbs):
+    """Each real corpus scene held out in turn: meta-train without it, then evaluate it."""
+    with open(a.corpus) as f:
+        real = [s['name'] for s in json.load(f)['scenes'] if 'real' in s]
+    todo = [n for n in real if n in LEAVE_OUT]
+    if not todo:
+        raise SystemExit(f'{a.corpus} holds none of the real scenes {", ".join(LEAVE_OUT)}: '
+                         'add them with scene-reloc make-corpus --out DIR --add ...')
+    rows, trained = [], {}
+    evaluated = scenes(a)
+    for held in todo:
+        for bb, w in bbs.items():
+            path, seconds, folders = meta_init(a, bb, w, held)
+            trained[f'{bb} without {held}'] = {'seconds': seconds, 'scenes': folders}
+            assert held not in folders
+            for scene in evaluated:
+                if scene[0] in LEAVE_OUT[held]:
+                    rows += run_scene(a, scene, bb, w, path)
+    return rows, trained
 
 
 def scenes(a):
@@ -238,6 +280,9 @@ def main():
     p.add_argument('--real-data', metavar='ROOT',
                    help='../shared/data: the study room and the tabletop (even frames '
                    'memorized, odd queried)')
+    p.add_argument('--leave-one-out', action='store_true',
+                   help='each real scene of the corpus (make-corpus --add) held out in turn: '
+                   'meta-trained without it, evaluated on it (with --data / --real-data)')
     p.add_argument('--starts', default='random,meta',
                    help='head starts: random, meta, imprint (level-1 rows from region means), '
                    'meta+imprint')
@@ -258,6 +303,8 @@ def main():
     checked_device(a.device)
     if 'pretrained' in a.backbones.split(',') and not a.pretrained:
         p.error('--pretrained is needed for the pretrained backbone (or pass --backbones)')
+    if a.leave_one_out and (not a.corpus or a.meta_init):
+        p.error('--leave-one-out meta-trains on --corpus (and not with --meta-init)')
     if not a.meta_init and not a.corpus and any(s.startswith('meta') for s in a.starts.split(',')):
         p.error('a meta start needs --corpus (to meta-train) or --meta-init')
     torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -265,17 +312,21 @@ def main():
     if a.rows:
         with open(a.rows) as f:
             old = json.load(f)
-        rows, seconds = old['rows'], old['meta_train_seconds']
+        rows, seconds = old['rows'], old.get('meta_train', old.get('meta_train_seconds'))
     else:
         bbs = backbones(a)
-        inits = {bb: (a.meta_init, None) if a.meta_init and bb == 'alike' else
-                 meta_init(a, bb, w) if a.corpus else (None, None) for bb, w in bbs.items()}
-        rows = []
-        for scene in scenes(a):
-            for bb, w in bbs.items():
-                rows += run_scene(a, scene, bb, w, inits[bb][0])
-        seconds = {bb: v[1] for bb, v in inits.items()}
-    result = {'rows': rows, 'summary': summarize(rows), 'meta_train_seconds': seconds}
+        if a.leave_one_out:
+            rows, seconds = leave_one_out(a, bbs)
+        else:
+            inits = {bb: (a.meta_init, None, None) if a.meta_init and bb == 'alike' else
+                     meta_init(a, bb, w) if a.corpus else (None, None, None)
+                     for bb, w in bbs.items()}
+            rows = []
+            for scene in scenes(a):
+                for bb, w in bbs.items():
+                    rows += run_scene(a, scene, bb, w, inits[bb][0])
+            seconds = {bb: {'seconds': v[1], 'scenes': v[2]} for bb, v in inits.items()}
+    result = {'rows': rows, 'summary': summarize(rows), 'meta_train': seconds}
     with open(os.path.join(a.out, 'fewshot.json'), 'w') as f:
         json.dump(result, f, indent=2)
     lines = table(rows, result['summary'])

@@ -63,8 +63,18 @@ def _buffers(roots, a, ex, cfg, progress):
     out = []
     for i, root in enumerate(tqdm(roots, desc='scene buffers', unit='scene',
                                   disable=not progress)):
-        images, coords, feats, _ = read_frames(scene_frames(root, a.frames), ex,
-                                               MemorizeConfig(seed=cfg.seed), False)
+        frames = scene_frames(root, a.frames)
+        try:
+            images, coords, feats, _ = read_frames(frames, ex, MemorizeConfig(seed=cfg.seed),
+                                                   False)
+        except ValueError as e:
+            if 'depth-edge mask' not in str(e):
+                raise
+            # Speckled depth (e.g. a structured-light tabletop): the scene joins without the
+            # edge mask instead of stopping a run over many scenes.
+            print(f'{root}: {e}; read with --edge-margin 0', file=sys.stderr)
+            images, coords, feats, _ = read_frames(
+                frames, ex, MemorizeConfig(seed=cfg.seed, edge_margin=0), False)
         buf, shape = scene_buffer(ex, images, coords, feats, cfg, cfg.seed + i)
         if shape != (cfg.k1, cfg.k2):
             print(f'{root}: partition of {shape[0]}x{shape[1]} regions, not {cfg.k1}x{cfg.k2}; '
