@@ -23,8 +23,11 @@ from scene_reloc_training.memorize.region_training import train_region_head
 
 
 def _clustered_buffer(k1=8, k2=4, per_leaf=40, dim=32, seed=0, empty=()):
-    """Descriptors in k1 clusters (one per region), leaves as sub-clusters; regions ``empty``
-    have no sample."""
+    """
+    Return descriptors in k1 clusters (one per region), leaves as sub-clusters.
+
+    Regions in ``empty`` have no sample.
+    """
     g = torch.Generator().manual_seed(seed)
     centres = F.normalize(torch.randn(k1, dim, generator=g), dim=1)
     desc, l1, leaf = [], [], []
