@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
 DEMO_DIR ?= out/demo
 
-.PHONY: setup test lint demo bench bench-synthetic bench-node check-bags corpus bench-fewshot \
+.PHONY: setup test lint demo bench bench-synthetic bench-node check-bags corpus bench-fewshot bench-fewshot-real \
 	bench-throughput shipped-weights retrieval-models retrieval-weights bench-retrieval bench-site \
 	bench-reliability bench-sld-ablation bench-speed bench-node-real bench-teach-bag clean help
 
@@ -23,6 +23,7 @@ help:
 	@echo "make bench-reliability - fuzzing, damaged maps, 200 lifecycle cycles, 10-minute soak"
 	@echo "make check-bags - read the real ROS 2 bags (BAGS=...)"
 	@echo "make bench-fewshot - corpus, pretraining, meta-training, few-shot curves (~1 h)"
+	@echo "make bench-fewshot-real - leave-one-real-scene-out meta-training and few-shot (~25 min)"
 	@echo "make bench-throughput - pretraining throughput on 1 and 2 processes"
 	@echo "make shipped-weights - re-make training/pretrained/ (the shipped meta-learned start)"
 	@echo "make retrieval-models - train the retrieval variants (SARE NetVLAD, GeM, ...) on the corpus"
@@ -89,6 +90,17 @@ bench-fewshot: corpus
 	    --iterations 2000 --lr-backbone 1e-4 --val-every 1000 --device cpu
 	$(PY) bench/bench_fewshot.py --corpus $(CORPUS) --pretrained out/pt_alike/backbone.pth \
 	    --weights $(WEIGHTS) --data $(DATA) --out out/fewshot
+
+# Leave-one-real-scene-out: the synthetic corpus (linked) plus the real scenes of DATA_ROOT.
+CORPUS_REAL := out/corpus_real
+REAL_SCENES := 7scenes_redkitchen_dev sun3d_studyroom_f1 tabletop_rgbd 7scenes_stairs_sample
+bench-fewshot-real: corpus
+	test -f $(CORPUS_REAL)/corpus.json || { mkdir -p $(CORPUS_REAL) && \
+	    ln -s $(abspath out/corpus)/synthetic-* $(CORPUS_REAL)/ && cp $(CORPUS) $(CORPUS_REAL)/ && \
+	    $(CLI) make-corpus --out $(CORPUS_REAL) --add $(addprefix $(DATA_ROOT)/,$(REAL_SCENES)); }
+	$(PY) bench/bench_fewshot.py --corpus $(CORPUS_REAL)/corpus.json --backbones alike \
+	    --weights $(WEIGHTS) --data $(DATA_ROOT)/7scenes_redkitchen_dev --real-data $(DATA_ROOT) \
+	    --leave-one-out --out out/fewshot_loo
 
 bench-throughput: corpus
 	$(PY) bench/bench_pretrain_throughput.py --corpus $(CORPUS) --out out/throughput
