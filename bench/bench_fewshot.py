@@ -84,7 +84,9 @@ def backbones(a):
 
 def meta_init(a, name, weights, held_out=None):
     """
-    Return the meta-learned start of a backbone (made unless there) and its seconds.
+    Return (path, seconds, training scene names) of a backbone's meta-learned start.
+
+    The start is made unless OUT holds it.
 
     ``held_out``: a corpus scene that meta-training must not see (leave-one-scene-out).
     """
@@ -268,6 +270,18 @@ def plot(rows, path):
     plt.close(fig)
 
 
+def check_arguments(p, a):
+    """Refuse combinations that cannot run (nothing to check when only re-making the table)."""
+    if a.rows:
+        return
+    if 'pretrained' in a.backbones.split(',') and not a.pretrained:
+        p.error('--pretrained is needed for the pretrained backbone (or pass --backbones)')
+    if a.leave_one_out and (not a.corpus or a.meta_init):
+        p.error('--leave-one-out meta-trains on --corpus (and not with --meta-init)')
+    if not a.meta_init and not a.corpus and any(s.startswith('meta') for s in a.starts.split(',')):
+        p.error('a meta start needs --corpus (to meta-train) or --meta-init')
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -301,22 +315,17 @@ def main():
     add_device_argument(p)
     a = p.parse_args()
     checked_device(a.device)
-    if 'pretrained' in a.backbones.split(',') and not a.pretrained:
-        p.error('--pretrained is needed for the pretrained backbone (or pass --backbones)')
-    if a.leave_one_out and (not a.corpus or a.meta_init):
-        p.error('--leave-one-out meta-trains on --corpus (and not with --meta-init)')
-    if not a.meta_init and not a.corpus and any(s.startswith('meta') for s in a.starts.split(',')):
-        p.error('a meta start needs --corpus (to meta-train) or --meta-init')
+    check_arguments(p, a)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     os.makedirs(a.out, exist_ok=True)
     if a.rows:
         with open(a.rows) as f:
             old = json.load(f)
-        rows, seconds = old['rows'], old.get('meta_train', old.get('meta_train_seconds'))
+        rows, meta_info = old['rows'], old.get('meta_train', old.get('meta_train_seconds'))
     else:
         bbs = backbones(a)
         if a.leave_one_out:
-            rows, seconds = leave_one_out(a, bbs)
+            rows, meta_info = leave_one_out(a, bbs)
         else:
             inits = {bb: (a.meta_init, None, None) if a.meta_init and bb == 'alike' else
                      meta_init(a, bb, w) if a.corpus else (None, None, None)
@@ -325,8 +334,8 @@ def main():
             for scene in scenes(a):
                 for bb, w in bbs.items():
                     rows += run_scene(a, scene, bb, w, inits[bb][0])
-            seconds = {bb: {'seconds': v[1], 'scenes': v[2]} for bb, v in inits.items()}
-    result = {'rows': rows, 'summary': summarize(rows), 'meta_train': seconds}
+            meta_info = {bb: {'seconds': v[1], 'scenes': v[2]} for bb, v in inits.items()}
+    result = {'rows': rows, 'summary': summarize(rows), 'meta_train': meta_info}
     with open(os.path.join(a.out, 'fewshot.json'), 'w') as f:
         json.dump(result, f, indent=2)
     lines = table(rows, result['summary'])

@@ -111,6 +111,13 @@ def test_real_folders_join_an_existing_corpus_as_linked_views_and_can_be_held_ou
     r = subprocess.run([SCRIPT, 'make-corpus', '--out', str(corpus)], capture_output=True,
                        text=True)
     assert r.returncode != 0 and '--add' in r.stderr
+    (corpus / 'leftover').mkdir()                   # e.g. a view an interrupted run left
+    leftover = str(tmp_path / 'leftover')
+    os.symlink(real, leftover)
+    r = subprocess.run([SCRIPT, 'make-corpus', '--out', str(corpus), '--add', leftover],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and 'exists but is no scene of the corpus' in r.stderr
+    assert 'leftover' not in json.load(open(corpus / 'corpus.json'))['scenes'].__repr__()
 
 
 def test_meta_train_never_sees_a_held_out_scene(tmp_path, small_scene):
@@ -129,3 +136,25 @@ def test_meta_train_never_sees_a_held_out_scene(tmp_path, small_scene):
     assert json.load(open(out + '.json'))['scene_folders'] == [root]
     r = subprocess.run(args + ['--hold-out', 'typo'], capture_output=True, text=True)
     assert r.returncode != 0 and 'no such scene' in r.stderr
+
+
+def test_meta_train_reads_a_speckled_depth_scene_without_the_edge_mask(tmp_path, small_scene):
+    import shutil
+
+    import cv2
+    root, _, _ = small_scene
+    speckled = str(tmp_path / 'speckled')
+    shutil.copytree(root, speckled)
+    from scene_reloc_training.learn.pretrain_data import scene_frames
+    for frame in scene_frames(speckled, 'memorize.txt'):
+        path = frame.depth_path
+        d = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        d[:, 1::2] = 0                     # every other column: the edge mask keeps nothing
+        cv2.imwrite(path, d)
+    out = str(tmp_path / 'start.safetensors')
+    r = subprocess.run([SCRIPT, 'meta-train', '--data', root, speckled, '--out', out,
+                        '--backbone', 'handcrafted', '--outer-steps', '1', '--inner-steps', '1',
+                        '--inner-batch', '32', '--k1', '8', '--k2', '8', '--device', 'cpu',
+                        '--quiet'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert 'read with --edge-margin 0' in r.stderr and json.loads(r.stdout)['scenes'] == 2

@@ -17,8 +17,8 @@ The backbone's dense part on ONNX Runtime (CPU): 3-6x faster than torch's CPU co
 
 The graphs are the encoder, and the encoder with the keypoint score map and its non-maximum
 suppression (one graph for queries: a second session run re-read the 39 MB full-resolution
-level and cost ~3 ms more at 640x480), exported from
-the loaded torch network (so it always matches the weights in use); the sparse part, descriptors
+level and cost ~3 ms more at 640x480), exported from the loaded torch network (so they always
+match the weights in use); the sparse part, descriptors
 sampled at keypoints and grid cells, stays in torch. The weights stay where they are
 (safetensors / the released state dict); the exported graph is a cache derived from them, kept
 under ``$SCENE_RELOC_CACHE`` (default ``~/.cache/scene_reloc``) and named by the weights'

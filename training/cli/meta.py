@@ -59,7 +59,11 @@ def _buffers(roots, a, ex, cfg, progress):
 
     from scene_reloc_training.learn.meta_train import scene_buffer
     from scene_reloc_training.learn.pretrain_data import scene_frames
-    from scene_reloc_training.memorize.memorize_scene import MemorizeConfig, read_frames
+    from scene_reloc_training.memorize.memorize_scene import (
+        EdgeMaskError,
+        MemorizeConfig,
+        read_frames,
+    )
     out = []
     for i, root in enumerate(tqdm(roots, desc='scene buffers', unit='scene',
                                   disable=not progress)):
@@ -67,9 +71,7 @@ def _buffers(roots, a, ex, cfg, progress):
         try:
             images, coords, feats, _ = read_frames(frames, ex, MemorizeConfig(seed=cfg.seed),
                                                    False)
-        except ValueError as e:
-            if 'depth-edge mask' not in str(e):
-                raise
+        except EdgeMaskError as e:
             # Speckled depth (e.g. a structured-light tabletop): the scene joins without the
             # edge mask instead of stopping a run over many scenes.
             print(f'{root}: {e}; read with --edge-margin 0', file=sys.stderr)

@@ -115,8 +115,16 @@ def add_real_scenes(corpus_json, paths, memorize=20, query=30):
 
 
 def _write_view(folder, view, memorize, query):
-    """Link ``folder``'s frames into ``view`` as frame-000000...; return the frame count."""
+    """
+    Link ``folder``'s frames into ``view`` as frame-000000...; return the frame count.
+
+    The view is built under a temporary name and renamed when complete.
+    """
+    if os.path.exists(view):
+        raise ValueError(f'{view} exists but is no scene of the corpus: remove it, then add '
+                         'the folder again')
     frames = folder.frames(folder.stems())
+    final, view = view, f'{view}.partial-{os.getpid()}'
     os.makedirs(view)
     for i, f in enumerate(frames):
         new = os.path.join(view, f'frame-{i:06d}')
@@ -131,12 +139,13 @@ def _write_view(folder, view, memorize, query):
             json.dump(folder.camera, f, indent=2)
     n = len(frames)
     mem = sorted(set(np.linspace(0, n - 1, min(memorize, n)).round().astype(int).tolist()))
-    rest = [i for i in range(n) if i not in set(mem)]
+    rest = sorted(set(range(n)) - set(mem))
     pick = np.linspace(0, len(rest) - 1, min(query, len(rest))).round().astype(int) if rest \
         else []
     for name, ids in (('memorize.txt', mem), ('query.txt', sorted({rest[j] for j in pick}))):
         with open(os.path.join(view, name), 'w') as f:
             f.write(''.join(f'frame-{i:06d}\n' for i in ids))
+    os.replace(view, final)
     return n
 
 
@@ -147,16 +156,16 @@ def hold_out(roots, names, corpus_json=None):
     :raises ValueError: a name that is none of the scenes (a typo must not train on the
         scene it meant to hold out).
     """
-    names = list(names or [])
+    names = set(names or [])
     known = {os.path.basename(os.path.normpath(r)) for r in roots}
     if corpus_json:
         with open(corpus_json) as f:
             known |= {s['name'] for s in json.load(f)['scenes']}
-    unknown = [n for n in names if n not in known]
+    unknown = sorted(names - known)
     if unknown:
         raise ValueError(f'--hold-out {" ".join(unknown)}: no such scene; scenes: '
                          f'{", ".join(sorted(known))}')
-    return [r for r in roots if os.path.basename(os.path.normpath(r)) not in set(names)]
+    return [r for r in roots if os.path.basename(os.path.normpath(r)) not in names]
 
 
 def corpus_scenes(corpus_json, split):

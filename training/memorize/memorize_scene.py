@@ -245,6 +245,10 @@ def read_scene(frames, extractor, cfg, progress):
             'depths': depths, 'geometry': geometry}
 
 
+class EdgeMaskError(ValueError):
+    """The depth-edge mask removed all the valid depth of the frames (speckled depth)."""
+
+
 def _check_edge_mask(frames, depths, coords, cfg):
     """Say so when the depth-edge mask removed (nearly) all the valid depth of the frames."""
     valid = sum(int((d > 0).sum()) for d in depths if d is not None)
@@ -254,7 +258,7 @@ def _check_edge_mask(frames, depths, coords, cfg):
                'valid depth pixels: the depth is sparse or speckled (every pixel near an '
                'invalid one counts as an edge); memorize with --edge-margin 0')
         if kept == 0:
-            raise ValueError(msg)
+            raise EdgeMaskError(msg)
         print(f'warning: {msg}', file=sys.stderr)
 
 
