@@ -69,7 +69,8 @@ def test_landmark_count_grows_with_the_frames():
     assert [auto_observation_count(n) for n in (10, 20, 100, 500)] == [3, 3, 6, 8]
     assert auto_landmark_count(2) == 300
     assert auto_landmark_count(20) == 1000
-    assert auto_landmark_count(100) == 2000
+    assert auto_landmark_count(100) == 5000
+    assert auto_landmark_count(1000) == 5000
     assert auto_landmark_count(30) > auto_landmark_count(20)
 
 

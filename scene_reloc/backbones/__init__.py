@@ -119,10 +119,11 @@ def grid_centres(height, width, stride=GRID_STRIDE):
 def grid_descriptors(net, images_B3HW):
     """Descriptors of ``net`` at the 1/8 grid cell centres, (B, Hc, Wc, D); keeps gradients."""
     levels, (H, W), padded = net(images_B3HW)
-    return _sample_grid(net, levels, (H, W), padded, images_B3HW.shape[0])
+    return sample_grid(net, levels, (H, W), padded, images_B3HW.shape[0])
 
 
-def _sample_grid(net, levels, size, padded, batch):
+def sample_grid(net, levels, size, padded, batch):
+    """Descriptors at the 1/8 grid cell centres from ``net``'s level maps: (B, Hc, Wc, D)."""
     g = grid_centres(*size).to(levels[0].device)
     hc, wc = g.shape[:2]
     d = net.sample(levels, padded, g.reshape(1, -1, 2).expand(batch, -1, -1))
@@ -234,7 +235,7 @@ class FeatureExtractor:
         if self._dense is None:
             return grid_descriptors(self.net, images_B3HW)
         levels, (H, W), padded, _, _ = self._dense_levels(images_B3HW, keypoint_maps=False)
-        return _sample_grid(self.net, levels, (H, W), padded, images_B3HW.shape[0])
+        return sample_grid(self.net, levels, (H, W), padded, images_B3HW.shape[0])
 
     @torch.inference_mode()
     def extract_grid(self, image_rgb_u8):

@@ -40,6 +40,9 @@ class PretrainConfig:
     hidden: int = 128
     frames: str = 'memorize.txt'
     seed: int = 0
+    detector_weight: float = 0.0
+    descriptor_weight: float = 0.0
+    early_lr_scale: float = 1.0
 
 
 def add_parsers(sub):
@@ -75,6 +78,14 @@ def add_parsers(sub):
     p.add_argument('--lr-backbone', type=float, default=3e-4,
                    help='peak learning rate of the backbone (use ~1e-4 from ALIKE weights)')
     p.add_argument('--lr-head', type=float, default=2e-3)
+    p.add_argument('--detector-weight', type=float, default=0.0,
+                   help='weight of the detector loss: the score map against the starting '
+                   "weights' (binary cross-entropy; 0: none; needs --init weights)")
+    p.add_argument('--descriptor-weight', type=float, default=0.0,
+                   help="weight of the descriptor loss: 1 - cosine to the starting weights' "
+                   'descriptors at their 256 strongest keypoints (0: none; needs --init weights)')
+    p.add_argument('--early-lr-scale', type=float, default=1.0,
+                   help='learning rate of the first two blocks as a fraction of --lr-backbone')
     p.add_argument('--log-every', type=int, default=200,
                    help='iterations between log rows and checkpoints')
     p.add_argument('--val-every', type=int, default=1000,
@@ -109,14 +120,18 @@ def cmd_pretrain(a):
     import torch
 
     from scene_reloc.backbones import sha256_of_file
-    from scene_reloc_training.learn.pretrain_backbone import train_whole_network
+    from scene_reloc_training.learn.pretrain_backbone import Preserve, train_whole_network
     from scene_reloc_training.learn.pretrain_data import few_shot_recall, prepare_scene, write_log
     heads = tuple(h.strip() for h in a.heads.split(',') if h.strip())
     if not heads or set(heads) - {'region', 'landmark'}:
         raise ValueError(f'--heads must name region and / or landmark, got {a.heads!r}')
     rank = init_distributed(a.device)
+    if a.init == 'scratch' and (a.detector_weight or a.descriptor_weight):
+        raise ValueError('--detector-weight / --descriptor-weight keep what the starting weights '
+                         'are good at: they need --init PATH, not scratch')
     cfg = PretrainConfig(a.backbone, a.init, heads, a.iterations, a.batch_size, a.lr_backbone,
-                         a.lr_head, a.landmarks, a.k1, a.k2, a.hidden, a.frames, a.seed)
+                         a.lr_head, a.landmarks, a.k1, a.k2, a.hidden, a.frames, a.seed,
+                         a.detector_weight, a.descriptor_weight, a.early_lr_scale)
     roots, val = scene_roots(a)
     net, ex = _backbone(a)
     scenes = []
@@ -149,7 +164,8 @@ def cmd_pretrain(a):
         net, scenes, a.iterations, a.batch_size, a.lr_backbone, a.lr_head, seed=a.seed,
         device=ex.device, progress=not a.quiet, callback=on_log, every=a.log_every,
         checkpoint=os.path.join(a.out, 'checkpoint.ckpt'), resume=a.resume, run_info=run_info,
-        after_log=lambda h: write_log(first + h, os.path.join(a.out, 'log.csv')))
+        after_log=lambda h: write_log(first + h, os.path.join(a.out, 'log.csv')),
+        preserve=Preserve(a.detector_weight, a.descriptor_weight, a.early_lr_scale))
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     if rank != 0:

@@ -107,7 +107,7 @@ def add_parsers(sub):
     p.add_argument('--out', required=True, metavar='PNG', help='plot to write')
     p.add_argument('--backbone', default='handcrafted', choices=sorted(BACKBONES))
     p.add_argument('--landmarks', type=int, default=0,
-                   help='landmarks to select (default 0: 50 per frame, 300 to 2000)')
+                   help='landmarks to select (default 0: 50 per frame, 300 to 5000)')
     p.add_argument('--csv', help='also write the landmarks (x, y, z, saliency, views) here')
     add_common(p)
 
@@ -132,7 +132,7 @@ def add_memorize_arguments(p):
                         'landmark_detector: salient 3D landmarks + heatmap head (SLD)')
     p.add_argument('--landmarks', type=int, default=0,
                    help='landmark_detector: landmarks to select (default 0: 50 per memorized '
-                   'frame, 300 to 2000)')
+                   'frame, 300 to 5000)')
     p.add_argument('--landmark-observations', type=int, default=0,
                    help='landmark_detector: descriptors stored per landmark (default 0: one per '
                    '16 frames, 3 to 8)')

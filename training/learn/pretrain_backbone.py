@@ -35,9 +35,10 @@ from torch import nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from scene_reloc.backbones import grid_centres, grid_descriptors
+from scene_reloc.backbones import grid_centres, grid_descriptors, sample_grid
 from scene_reloc.landmark_head import focal_heatmap_loss, heatmap_targets, LandmarkDetector
 from scene_reloc.region_head import RegionClassifier
+from scene_reloc_training.learn.preserve import frozen_copy, param_groups, preservation_losses
 from scene_reloc_training.memorize.augment import augment_sample
 from scene_reloc_training.memorize.feature_buffer import sample_coords
 
@@ -114,10 +115,13 @@ class _Network(nn.Module):
         super().__init__()
         self.net, self.heads = net, heads
 
-    def forward(self, x, scene, l1_BN=None):
-        g = grid_features(self.net, x)
+    def forward(self, x, scene, l1_BN=None, teacher=None):
+        levels, size, padded = self.net(x)
+        g = sample_grid(self.net, levels, size, padded, x.shape[0]).permute(0, 3, 1, 2)
         heads = self.heads[scene]
         out = {}
+        if teacher is not None:
+            out['preserve'] = preservation_losses(self.net, teacher, levels, padded, x)
         if 'landmark' in heads:
             out['landmark'] = heads['landmark'](g)
         if 'region' in heads:   # level 2 conditioned on the true region (teacher forcing)
@@ -150,10 +154,28 @@ def sample_plan(seed, iteration, scenes, global_batch):
     return s, idx, rng.integers(2 ** 31, size=global_batch)
 
 
-def batch_loss(wrapped, scene, s, batch, device):
-    """Mean over the batch's images of the sum of the scene's head losses."""
-    out = wrapped(batch['x'], s, batch.get('l1'))
+@dataclass
+class Preserve:
+    """What keeps the starting backbone's detector and keypoint descriptors (``preserve.py``)."""
+
+    detector_weight: float = 0.0
+    descriptor_weight: float = 0.0
+    early_lr_scale: float = 1.0
+    """learning rate of the early layers (:data:`~preserve.EARLY_LAYERS`) / the backbone's"""
+
+    @property
+    def teaches(self):
+        return self.detector_weight > 0 or self.descriptor_weight > 0
+
+
+def batch_loss(wrapped, scene, s, batch, device, teacher=None, preserve=Preserve()):
+    """Mean over the batch's images of the sum of the scene's head (and preservation) losses."""
+    out = wrapped(batch['x'], s, batch.get('l1'), teacher)
     loss = 0.0
+    if 'preserve' in out:
+        detector, descriptor = out['preserve']
+        loss = loss + preserve.detector_weight * detector + \
+            preserve.descriptor_weight * descriptor
     if 'landmark' in out:
         logits = out['landmark']
         target = heatmap_targets(batch['xy'], batch['visible'], logits.shape[2],
@@ -167,7 +189,8 @@ def batch_loss(wrapped, scene, s, batch, device):
 
 def train_whole_network(net, scenes, iterations, batch_size=2, lr_backbone=1e-4, lr_head=2e-3,
                         seed=0, device='cpu', progress=True, callback=None, every=100,
-                        checkpoint=None, resume=False, run_info=None, after_log=None):
+                        checkpoint=None, resume=False, run_info=None, after_log=None,
+                        preserve=Preserve()):
     """
     Train ``net`` (a backbone module) and one set of heads per scene (:func:`make_heads`).
 
@@ -184,6 +207,8 @@ def train_whole_network(net, scenes, iterations, batch_size=2, lr_backbone=1e-4,
         schedule, iteration, history and ``run_info`` (the run's configuration); loaded with
         ``weights_only=True``. With ``resume`` the run continues from it.
     :param after_log: ``after_log(history)`` on rank 0 after each new row (live CSV logs).
+    :param preserve: :class:`Preserve`: detector / descriptor losses against a frozen copy of
+        the starting ``net``, and a lower learning rate for its early layers.
     :return: (net, heads, history: list of dicts with iteration, seconds, loss, ...).
     """
     dist = torch.distributed
@@ -199,9 +224,11 @@ def train_whole_network(net, scenes, iterations, batch_size=2, lr_backbone=1e-4,
     for p in net.parameters():
         p.requires_grad_(True)
     model = _Network(net, heads).to(device)
-    opt = torch.optim.AdamW([{'params': net.parameters(), 'lr': lr_backbone},
-                             {'params': heads.parameters(), 'lr': lr_head}], weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr_backbone, lr_head],
+    teacher = frozen_copy(net) if preserve.teaches else None
+    groups = param_groups(net, lr_backbone, preserve.early_lr_scale) + \
+        [{'params': heads.parameters(), 'lr': lr_head}]
+    opt = torch.optim.AdamW(groups, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g['lr'] for g in groups],
                                                 total_steps=iterations, pct_start=0.1)
     start, seconds, history = 0, 0.0, []
     if resume and checkpoint and os.path.exists(checkpoint):
@@ -217,7 +244,7 @@ def train_whole_network(net, scenes, iterations, batch_size=2, lr_backbone=1e-4,
         s, idx, aug = sample_plan(seed, it, scenes, batch_size)
         batch = augmented_samples(scenes[s], idx[local],
                                   [np.random.default_rng(a) for a in aug[local]], device)
-        loss = batch_loss(wrapped, scenes[s], s, batch, device)
+        loss = batch_loss(wrapped, scenes[s], s, batch, device, teacher, preserve)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         for j, head in enumerate(heads):
@@ -231,7 +258,7 @@ def train_whole_network(net, scenes, iterations, batch_size=2, lr_backbone=1e-4,
         loss_avg = v if np.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * v
         if (it + 1) % every == 0 or it + 1 == iterations:
             row = {'iteration': it + 1, 'seconds': round(seconds, 2),
-                   'loss': round(loss_avg, 4), 'lr_backbone': sched.get_last_lr()[0]}
+                   'loss': round(loss_avg, 4), 'lr_backbone': sched.get_last_lr()[-2]}
             if callback is not None and rank == 0:
                 heads.eval()
                 row.update(callback(it + 1, seconds, net, heads) or {})

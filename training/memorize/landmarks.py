@@ -149,7 +149,7 @@ def candidates(frame_feats, voxel=0.02):
 LANDMARKS_PER_FRAME = 50
 """Landmarks per memorized frame when their number is automatic (coverage per frame matters
 more than the total: a frame must see enough of them for PnP)."""
-AUTO_LANDMARKS_RANGE = (300, 2000)
+AUTO_LANDMARKS_RANGE = (300, 5000)
 
 
 def auto_landmark_count(num_frames):

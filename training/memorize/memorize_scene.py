@@ -92,7 +92,7 @@ class MemorizeConfig:
     head: str = 'region_classifier'
     """region_classifier (SRC) or landmark_detector (SLD)."""
     landmarks: int = 0
-    """landmark_detector: landmarks to select (0: 50 per memorized frame, 300 to 2000)."""
+    """landmark_detector: landmarks to select (0: 50 per memorized frame, 300 to 5000)."""
     landmark_observations: int = 0
     """landmark_detector: re-detected keypoint descriptors stored per landmark (0: one per 16
     memorized frames, 3 to 8: more frames span more viewpoints)."""
