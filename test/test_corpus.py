@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from scene_reloc.posed_frames import PosedFrameFolder
@@ -138,19 +139,25 @@ def test_meta_train_never_sees_a_held_out_scene(tmp_path, small_scene):
     assert r.returncode != 0 and 'no such scene' in r.stderr
 
 
-def test_meta_train_reads_a_speckled_depth_scene_without_the_edge_mask(tmp_path, small_scene):
+def _speckled_copy(root, dest):
+    """Copy a scene and make its depth one the edge mask empties (every other column invalid)."""
     import shutil
 
     import cv2
-    root, _, _ = small_scene
-    speckled = str(tmp_path / 'speckled')
-    shutil.copytree(root, speckled)
+
     from scene_reloc_training.learn.pretrain_data import scene_frames
-    for frame in scene_frames(speckled, 'memorize.txt'):
+    shutil.copytree(root, dest)
+    for frame in scene_frames(dest, 'memorize.txt'):
         path = frame.depth_path
         d = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-        d[:, 1::2] = 0                     # every other column: the edge mask keeps nothing
+        d[:, 1::2] = 0
         cv2.imwrite(path, d)
+    return dest
+
+
+def test_meta_train_reads_a_speckled_depth_scene_without_the_edge_mask(tmp_path, small_scene):
+    root, _, _ = small_scene
+    speckled = _speckled_copy(root, str(tmp_path / 'speckled'))
     out = str(tmp_path / 'start.safetensors')
     r = subprocess.run([SCRIPT, 'meta-train', '--data', root, speckled, '--out', out,
                         '--backbone', 'handcrafted', '--outer-steps', '1', '--inner-steps', '1',
@@ -158,3 +165,15 @@ def test_meta_train_reads_a_speckled_depth_scene_without_the_edge_mask(tmp_path,
                         '--quiet'], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert 'read with --edge-margin 0' in r.stderr and json.loads(r.stdout)['scenes'] == 2
+
+
+def test_pretrain_reads_a_speckled_depth_scene_without_the_edge_mask(tmp_path, small_scene,
+                                                                      capsys):
+    from scene_reloc.backbones import FeatureExtractor
+    from scene_reloc_training.learn.pretrain_data import prepare_scene
+    speckled = _speckled_copy(small_scene[0], str(tmp_path / 'speckled'))
+    scene = prepare_scene(speckled, 'memorize.txt', FeatureExtractor('handcrafted', device='cpu'),
+                          ('region',), 32, k1=4, k2=4, progress=False)
+    assert 'read with --edge-margin 0' in capsys.readouterr().err
+    assert scene.partition is not None and any(
+        (~np.isnan(c).any(-1)).sum() > 1000 for c in scene.coords)

@@ -58,25 +58,14 @@ def _buffers(roots, a, ex, cfg, progress):
     from tqdm import tqdm
 
     from scene_reloc_training.learn.meta_train import scene_buffer
-    from scene_reloc_training.learn.pretrain_data import scene_frames
-    from scene_reloc_training.memorize.memorize_scene import (
-        EdgeMaskError,
-        MemorizeConfig,
-        read_frames,
-    )
+    from scene_reloc_training.learn.pretrain_data import read_corpus_frames, scene_frames
+    from scene_reloc_training.memorize.memorize_scene import MemorizeConfig
     out = []
     for i, root in enumerate(tqdm(roots, desc='scene buffers', unit='scene',
                                   disable=not progress)):
         frames = scene_frames(root, a.frames)
-        try:
-            images, coords, feats, _ = read_frames(frames, ex, MemorizeConfig(seed=cfg.seed),
-                                                   False)
-        except EdgeMaskError as e:
-            # Speckled depth (e.g. a structured-light tabletop): the scene joins without the
-            # edge mask instead of stopping a run over many scenes.
-            print(f'{root}: {e}; read with --edge-margin 0', file=sys.stderr)
-            images, coords, feats, _ = read_frames(
-                frames, ex, MemorizeConfig(seed=cfg.seed, edge_margin=0), False)
+        images, coords, feats, _ = read_corpus_frames(root, frames, ex,
+                                                      MemorizeConfig(seed=cfg.seed), False)
         buf, shape = scene_buffer(ex, images, coords, feats, cfg, cfg.seed + i)
         if shape != (cfg.k1, cfg.k2):
             print(f'{root}: partition of {shape[0]}x{shape[1]} regions, not {cfg.k1}x{cfg.k2}; '

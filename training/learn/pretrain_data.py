@@ -15,7 +15,9 @@
 """Scenes, validation and logs of backbone pretraining (``scene-reloc pretrain``)."""
 
 import csv
+import dataclasses
 import os
+import sys
 import tempfile
 
 import numpy as np
@@ -27,7 +29,7 @@ from scene_reloc.partition import HierarchicalPartition
 from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder
 from scene_reloc.region_head import RegionHeadConfig
 from scene_reloc_training.learn.pretrain_backbone import SceneData
-from scene_reloc_training.memorize.memorize_scene import MemorizeConfig, read_frames
+from scene_reloc_training.memorize.memorize_scene import EdgeMaskError, MemorizeConfig, read_frames
 
 
 def scene_frames(root, spec):
@@ -35,6 +37,20 @@ def scene_frames(root, spec):
     folder = PosedFrameFolder(root)
     inside = os.path.join(root, spec)
     return folder.frames(parse_frame_list(inside if os.path.exists(inside) else spec, folder))
+
+
+def read_corpus_frames(root, frames, extractor, cfg, progress):
+    """
+    :func:`read_frames` for a run over many scenes: speckled depth does not stop it.
+
+    A scene whose depth the edge mask empties (e.g. a structured-light tabletop) is read without
+    the mask, with a note, instead of stopping a run over many scenes.
+    """
+    try:
+        return read_frames(frames, extractor, cfg, progress)
+    except EdgeMaskError as e:
+        print(f'{root}: {e}; read with --edge-margin 0', file=sys.stderr)
+        return read_frames(frames, extractor, dataclasses.replace(cfg, edge_margin=0), progress)
 
 
 def prepare_scene(root, frames_spec, extractor, heads, out_dim, landmarks=150, k1=16, k2=16,
@@ -49,7 +65,7 @@ def prepare_scene(root, frames_spec, extractor, heads, out_dim, landmarks=150, k
     frames = scene_frames(root, frames_spec)
     cfg = MemorizeConfig(device=str(extractor.device), seed=seed,
                          head='region_classifier' if 'region' in heads else 'landmark_detector')
-    images, coords, feats, depths = read_frames(frames, extractor, cfg, progress)
+    images, coords, feats, depths = read_corpus_frames(root, frames, extractor, cfg, progress)
     scene = SceneData(images)
     if 'landmark' in heads:
         lms = select_landmarks(feats, [f.load_pose() for f in frames], [f.K for f in frames],
