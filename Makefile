@@ -23,7 +23,7 @@ help:
 	@echo "make bench-reliability - fuzzing, damaged maps, 200 lifecycle cycles, 10-minute soak"
 	@echo "make check-bags - read the real ROS 2 bags (BAGS=...)"
 	@echo "make bench-fewshot - corpus, pretraining, meta-training, few-shot curves (~1 h)"
-	@echo "make bench-fewshot-real - leave-one-real-scene-out meta-training and few-shot (~25 min)"
+	@echo "make bench-fewshot-real - leave-one-real-scene-out pretraining, meta-training, few-shot (~1.5 h)"
 	@echo "make bench-throughput - pretraining throughput on 1 and 2 processes"
 	@echo "make shipped-weights - re-make training/pretrained/ (the shipped meta-learned start)"
 	@echo "make retrieval-models - train the retrieval variants (SARE NetVLAD, GeM, ...) on the corpus"
@@ -87,18 +87,27 @@ corpus: setup
 
 bench-fewshot: corpus
 	$(CLI) pretrain --corpus $(CORPUS) --out out/pt_alike --init $(WEIGHTS)/alike-n.pth \
-	    --iterations 2000 --lr-backbone 1e-4 --val-every 1000 --device cpu
+	    --iterations 2000 --lr-backbone 1e-4 --val-every 1000 --device cpu \
+	    --detector-weight 0 --descriptor-weight 0 --early-lr-scale 1
 	$(PY) bench/bench_fewshot.py --corpus $(CORPUS) --pretrained out/pt_alike/backbone.pth \
 	    --weights $(WEIGHTS) --data $(DATA) --out out/fewshot
 
 # Leave-one-real-scene-out: the synthetic corpus (linked) plus the real scenes of DATA_ROOT.
 CORPUS_REAL := out/corpus_real
 REAL_SCENES := 7scenes_redkitchen_dev sun3d_studyroom_f1 tabletop_rgbd 7scenes_stairs_sample
+HELD_OUT := 7scenes_redkitchen_dev sun3d_studyroom_f1 tabletop_rgbd
+# Pretraining from ALIKE-n that keeps its detector and keypoint descriptors (issue 16).
+PRETRAIN_KEEP := --init $(WEIGHTS)/alike-n.pth --iterations 2000 --lr-backbone 1e-4 \
+    --heads region --val-every 0 --detector-weight 1 --descriptor-weight 1 --early-lr-scale 0.1
 bench-fewshot-real: corpus
 	test -f $(CORPUS_REAL)/corpus.json || { mkdir -p $(CORPUS_REAL) && \
 	    ln -s $(abspath out/corpus)/synthetic-* $(CORPUS_REAL)/ && cp $(CORPUS) $(CORPUS_REAL)/ && \
 	    $(CLI) make-corpus --out $(CORPUS_REAL) --add $(addprefix $(DATA_ROOT)/,$(REAL_SCENES)); }
-	$(PY) bench/bench_fewshot.py --corpus $(CORPUS_REAL)/corpus.json --backbones alike \
+	for s in $(HELD_OUT); do test -f out/pt_real/without-$$s/backbone.pth || \
+	    $(CLI) pretrain --corpus $(CORPUS_REAL)/corpus.json --hold-out $$s $(PRETRAIN_KEEP) \
+	    --out out/pt_real/without-$$s --quiet || exit 1; done
+	$(PY) bench/bench_fewshot.py --corpus $(CORPUS_REAL)/corpus.json --backbones alike,pretrained \
+	    --pretrained 'out/pt_real/without-{held_out}/backbone.pth' \
 	    --weights $(WEIGHTS) --data $(DATA_ROOT)/7scenes_redkitchen_dev --real-data $(DATA_ROOT) \
 	    --leave-one-out --out out/fewshot_loo
 

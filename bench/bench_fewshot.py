@@ -33,6 +33,7 @@ OUT/fewshot.png.
   python bench/bench_fewshot.py --corpus out/corpus_real/corpus.json --backbones alike
       --weights ../shared/weights --data ../shared/data/7scenes_redkitchen_dev
       --real-data ../shared/data --leave-one-out --out out/fewshot_loo
+      [--backbones alike,pretrained --pretrained 'out/pt-without-{held_out}/backbone.pth']
 """
 
 import argparse
@@ -121,6 +122,9 @@ def leave_one_out(a, bbs):
     evaluated = scenes(a)
     for held in todo:
         for bb, w in bbs.items():
+            w = w.format(held_out=held)   # a backbone pretrained without the held-out scene
+            if not os.path.exists(w):
+                raise SystemExit(f'{w}: no such backbone (pretrain it with --hold-out {held})')
             path, seconds, folders = meta_init(a, bb, w, held)
             trained[f'{bb} without {held}'] = {'seconds': seconds, 'scenes': folders}
             assert held not in folders
@@ -154,7 +158,7 @@ def start_state(start, meta_path):
 def run_scene(a, scene, bb, weights, init_path):
     name, mem, queries, overrides = scene
     cfg = MemorizeConfig(backbone='alike-n', backbone_weights=weights, device=a.device,
-                         **overrides)
+                         seed=a.seed, **overrides)
     ex = FeatureExtractor('alike-n', weights, a.device)
     t0 = time.perf_counter()
     images, coords, feats, _ = read_frames(mem, ex, cfg, False)
@@ -181,6 +185,7 @@ def run_scene(a, scene, bb, weights, init_path):
                       retrieval_ref)
             m = evaluate_frames(Relocalizer.from_file(path, weights, a.device), queries)
             rows.append({'scene': name, 'backbone': bb, 'init': init, 'steps': steps,
+                         'seed': a.seed,
                          'head_seconds': round(train_s, 2), 'buffer_seconds': round(buffer_s, 2),
                          'recall_5cm_5deg': m['recall_5cm_5deg'],
                          'median_cm': m['median_translation_cm'],
@@ -287,7 +292,9 @@ def main():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--corpus', help='corpus.json (make-corpus): its test scenes, and the '
                    'meta-training scenes unless --meta-init is given')
-    p.add_argument('--pretrained', help='backbone.pth from scene-reloc pretrain')
+    p.add_argument('--pretrained', help='backbone.pth from scene-reloc pretrain; with '
+                   '--leave-one-out a pattern with {held_out}, the corpus scene its pretraining '
+                   'left out (e.g. out/pt-without-{held_out}/backbone.pth)')
     p.add_argument('--meta-init', metavar='FILE',
                    help='the ALIKE-n meta-learned start to use (e.g. the shipped '
                    'training/pretrained/meta-alike-n.safetensors) instead of meta-training one')
@@ -310,6 +317,9 @@ def main():
     p.add_argument('--outer-steps', type=int, default=200, help='meta-train outer steps')
     p.add_argument('--inner-steps', type=int, default=100,
                    help='meta-train steps per episode (the shipped start: 100)')
+    p.add_argument('--seed', type=int, default=0,
+                   help='seed of the partition, the augmented buffer and the head training '
+                   '(run several to see how much a single-frame margin means)')
     p.add_argument('--rows', metavar='JSON',
                    help='only re-make the table and plot from an earlier fewshot.json')
     add_device_argument(p)

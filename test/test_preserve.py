@@ -18,13 +18,13 @@ from ddp_worker import toy_scenes
 import torch
 
 from scene_reloc.backbones.alike import ALIKE_CONFIGS, AlikeNet
-from scene_reloc_training.learn.pretrain_backbone import Preserve, train_whole_network
 from scene_reloc_training.learn.preserve import (
     _top_points,
     frozen_copy,
     param_groups,
     preservation_losses,
 )
+from scene_reloc_training.learn.pretrain_backbone import Preserve, train_whole_network
 
 
 def _net(seed=0):

@@ -140,3 +140,22 @@ def test_pretrain_cli_then_head_only_memorize(small_scene, tmp_path):
         backbone='alike-t', backbone_weights=weights, device='cpu', head='landmark_detector',
         landmarks=40, landmark_iterations=20, augmentations=1), progress=False)
     assert m['landmarks'] >= 10
+
+
+def test_pretrain_from_weights_keeps_their_detector_by_default_and_scratch_cannot(small_scene,
+                                                                                  tmp_path):
+    torch.manual_seed(0)
+    init = str(tmp_path / 'init.pth')
+    torch.save(AlikeNet(*ALIKE_CONFIGS['alike-t']).state_dict(), init)
+    out = str(tmp_path / 'kept')
+    base = [SCRIPT, 'pretrain', '--data', small_scene[0], '--backbone', 'alike-t', '--heads',
+            'region', '--iterations', '2', '--log-every', '2', '--k1', '4', '--k2', '4',
+            '--val-every', '0', '--device', 'cpu', '--quiet']
+    r = subprocess.run(base + ['--init', init, '--out', out], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    cfg = json.load(open(os.path.join(out, 'pretrain.json')))['config']
+    assert (cfg['detector_weight'], cfg['descriptor_weight'], cfg['early_lr_scale']) == \
+        (1.0, 1.0, 0.1)
+    r = subprocess.run(base + ['--detector-weight', '1', '--out', str(tmp_path / 's')],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and 'need --init PATH' in r.stderr

@@ -78,14 +78,17 @@ def add_parsers(sub):
     p.add_argument('--lr-backbone', type=float, default=3e-4,
                    help='peak learning rate of the backbone (use ~1e-4 from ALIKE weights)')
     p.add_argument('--lr-head', type=float, default=2e-3)
-    p.add_argument('--detector-weight', type=float, default=0.0,
+    p.add_argument('--detector-weight', type=float, default=None,
                    help='weight of the detector loss: the score map against the starting '
-                   "weights' (binary cross-entropy; 0: none; needs --init weights)")
-    p.add_argument('--descriptor-weight', type=float, default=0.0,
+                   "weights' (binary cross-entropy); default 1 from --init weights, 0 from "
+                   'scratch')
+    p.add_argument('--descriptor-weight', type=float, default=None,
                    help="weight of the descriptor loss: 1 - cosine to the starting weights' "
-                   'descriptors at their 256 strongest keypoints (0: none; needs --init weights)')
-    p.add_argument('--early-lr-scale', type=float, default=1.0,
-                   help='learning rate of the first two blocks as a fraction of --lr-backbone')
+                   'descriptors at their 256 strongest keypoints; default 1 from --init '
+                   'weights, 0 from scratch')
+    p.add_argument('--early-lr-scale', type=float, default=None,
+                   help='learning rate of the first two blocks as a fraction of --lr-backbone; '
+                   'default 0.1 from --init weights, 1 from scratch')
     p.add_argument('--log-every', type=int, default=200,
                    help='iterations between log rows and checkpoints')
     p.add_argument('--val-every', type=int, default=1000,
@@ -129,6 +132,12 @@ def cmd_pretrain(a):
     if a.init == 'scratch' and (a.detector_weight or a.descriptor_weight):
         raise ValueError('--detector-weight / --descriptor-weight keep what the starting weights '
                          'are good at: they need --init PATH, not scratch')
+    keep = a.init != 'scratch'    # from weights: keep their detector and descriptors
+    for name, default in (('detector_weight', 1.0 if keep else 0.0),
+                          ('descriptor_weight', 1.0 if keep else 0.0),
+                          ('early_lr_scale', 0.1 if keep else 1.0)):
+        if getattr(a, name) is None:
+            setattr(a, name, default)
     cfg = PretrainConfig(a.backbone, a.init, heads, a.iterations, a.batch_size, a.lr_backbone,
                          a.lr_head, a.landmarks, a.k1, a.k2, a.hidden, a.frames, a.seed,
                          a.detector_weight, a.descriptor_weight, a.early_lr_scale)
