@@ -18,9 +18,14 @@ Pretraining throughput on 1 and 2 processes (torchrun, DistributedDataParallel).
 Runs ``scene-reloc pretrain`` for a fixed number of iterations on the same global batch, alone
 and under ``torchrun --nproc_per_node 2``, and reads the training seconds (scene reading and
 labelling excluded) from each run's pretrain.json. One batch holds one scene, so scene-batches/s
-equals iterations/s. Prints one metrics JSON per run and the table.
+equals iterations/s. With ``--init W`` (ALIKE-n weights) pretraining keeps their detector and
+descriptors (a teacher pass per batch, the default from weights), and ``--meta-steps N`` also
+times ``scene-reloc meta-train`` (N outer steps of ``--meta-batch 2`` episodes, 100 inner steps
+each; buffers excluded) alone and on 2 processes. Prints one metrics JSON per run and the table.
 
   python bench/bench_pretrain_throughput.py --corpus out/corpus/corpus.json --out out/throughput
+  python bench/bench_pretrain_throughput.py --corpus out/corpus_real/corpus.json
+      --init ../shared/weights/alike-n.pth --meta-steps 10 --out out/throughput_real
 """
 
 import argparse
@@ -33,22 +38,39 @@ SCRIPT = os.path.join(os.path.dirname(sys.executable), 'scene-reloc')
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), 'torchrun')
 
 
-def run(a, procs, threads, device):
-    out = os.path.join(a.out, f'{device}-{procs}proc')
-    args = ['pretrain', '--corpus', a.corpus, '--out', out, '--iterations', str(a.iterations),
-            '--batch-size', str(a.batch_size), '--max-scenes', str(a.scenes), '--val-every',
-            '0', '--log-every', str(a.iterations), '--device', device, '--quiet']
+def _launch(args, procs, threads):
     cmd = [SCRIPT] + args if procs == 1 else [TORCHRUN, '--standalone', '--nproc_per_node',
                                               str(procs), SCRIPT] + args
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def run(a, procs, threads, device):
+    out = os.path.join(a.out, f'{device}-{procs}proc')
+    _launch(['pretrain', '--corpus', a.corpus, '--out', out, '--iterations', str(a.iterations),
+             '--batch-size', str(a.batch_size), '--max-scenes', str(a.scenes), '--val-every',
+             '0', '--log-every', str(a.iterations), '--device', device, '--quiet',
+             '--init', a.init], procs, threads)
     with open(os.path.join(out, 'pretrain.json')) as f:
         seconds = json.load(f)['history'][-1]['seconds']
-    return {'device': device, 'processes': procs, 'threads_per_process': threads,
-            'global_batch': a.batch_size, 'iterations': a.iterations,
-            'train_seconds': seconds,
+    return {'run': 'pretrain', 'device': device, 'processes': procs,
+            'threads_per_process': threads, 'global_batch': a.batch_size,
+            'iterations': a.iterations, 'train_seconds': seconds,
             'images_per_s': round(a.iterations * a.batch_size / seconds, 2),
             'scene_batches_per_s': round(a.iterations / seconds, 2)}
+
+
+def run_meta(a, procs, threads, device):
+    out = os.path.join(a.out, f'meta-{device}-{procs}proc.safetensors')
+    _launch(['meta-train', '--corpus', a.corpus, '--out', out, '--backbone', 'alike-n',
+             '--backbone-weights', a.init, '--outer-steps', str(a.meta_steps), '--meta-batch',
+             '2', '--max-scenes', str(a.scenes), '--device', device, '--quiet'], procs, threads)
+    with open(out + '.json') as f:
+        seconds = json.load(f)['history'][-1]['seconds']
+    episodes = 2 * a.meta_steps
+    return {'run': 'meta-train', 'device': device, 'processes': procs,
+            'threads_per_process': threads, 'global_batch': 2, 'iterations': a.meta_steps,
+            'train_seconds': seconds, 'episodes_per_s': round(episodes / seconds, 3)}
 
 
 def main():
@@ -60,16 +82,27 @@ def main():
     p.add_argument('--batch-size', type=int, default=4, help='global batch (split over procs)')
     p.add_argument('--scenes', type=int, default=8, help='train scenes read per process')
     p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    p.add_argument('--init', default='scratch', metavar='scratch|W',
+                   help='pretrain from these weights (keeping their detector and descriptors)')
+    p.add_argument('--meta-steps', type=int, default=0,
+                   help='also time meta-train for this many outer steps (needs --init W)')
     a = p.parse_args()
+    if a.meta_steps and a.init == 'scratch':
+        p.error('--meta-steps needs --init (the ALIKE-n weights to meta-train on)')
     cores = os.cpu_count() or 1
     rows = [run(a, 1, cores, a.device), run(a, 2, max(1, cores // 2), a.device)]
+    if a.meta_steps:
+        rows += [run_meta(a, 1, cores, a.device), run_meta(a, 2, max(1, cores // 2), a.device)]
     for r in rows:
         print(json.dumps(r))
-    print('| device | processes | threads each | global batch | images/s | scene-batches/s |')
-    print('|---|---|---|---|---|---|')
+    print('| run | device | processes x threads | global batch | images/s or episodes/s | '
+          'scene-batches/s | training s |')
+    print('|---|---|---|---|---|---|---|')
     for r in rows:
-        print(f"| {r['device']} | {r['processes']} | {r['threads_per_process']} | "
-              f"{r['global_batch']} | {r['images_per_s']} | {r['scene_batches_per_s']} |")
+        rate = r.get('images_per_s', r.get('episodes_per_s'))
+        print(f"| {r['run']} | {r['device']} | {r['processes']} x {r['threads_per_process']} | "
+              f"{r['global_batch']} | {rate} | {r.get('scene_batches_per_s', '')} | "
+              f"{r['train_seconds']} |")
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, 'throughput.json'), 'w') as f:
         json.dump(rows, f, indent=2)
