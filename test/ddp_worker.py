@@ -31,7 +31,11 @@ from scene_reloc.landmark_head import LandmarkHeadConfig
 from scene_reloc.partition import HierarchicalPartition
 from scene_reloc.region_head import RegionHeadConfig
 from scene_reloc_training.learn.meta_train import meta_train, MetaConfig
-from scene_reloc_training.learn.pretrain_backbone import SceneData, train_whole_network
+from scene_reloc_training.learn.pretrain_backbone import (
+    Preserve,
+    SceneData,
+    train_whole_network,
+)
 
 
 def toy_scenes(dim, seed=0, heads=('landmark', 'region')):
@@ -111,8 +115,11 @@ def main():
     if a.mode == 'pretrain':
         torch.manual_seed(0)
         net = AlikeNet(*ALIKE_CONFIGS['alike-t'])
+        # With the detector / descriptor losses against a frozen copy (the default from weights):
+        # per-image means too, so the ranks must still compute what one process computes.
         net, heads, _ = train_whole_network(net, toy_scenes(net.dim), a.iterations,
-                                            batch_size=4, progress=False, every=a.iterations)
+                                            batch_size=4, progress=False, every=a.iterations,
+                                            preserve=Preserve(1.0, 1.0, 0.1))
         state = {**{f'net.{k}': v for k, v in net.state_dict().items()},
                  **{f'heads.{k}': v for k, v in heads.state_dict().items()}}
     elif a.mode == 'retrieval':
