@@ -281,6 +281,9 @@ def check_arguments(p, a):
         return
     if 'pretrained' in a.backbones.split(',') and not a.pretrained:
         p.error('--pretrained is needed for the pretrained backbone (or pass --backbones)')
+    if a.pretrained and '{held_out}' in a.pretrained and not a.leave_one_out:
+        p.error('--pretrained with {held_out} names a backbone per held-out scene: it needs '
+                '--leave-one-out')
     if a.leave_one_out and (not a.corpus or a.meta_init):
         p.error('--leave-one-out meta-trains on --corpus (and not with --meta-init)')
     if not a.meta_init and not a.corpus and any(s.startswith('meta') for s in a.starts.split(',')):

@@ -31,11 +31,8 @@ from scene_reloc.landmark_head import LandmarkHeadConfig
 from scene_reloc.partition import HierarchicalPartition
 from scene_reloc.region_head import RegionHeadConfig
 from scene_reloc_training.learn.meta_train import meta_train, MetaConfig
-from scene_reloc_training.learn.pretrain_backbone import (
-    Preserve,
-    SceneData,
-    train_whole_network,
-)
+from scene_reloc_training.learn.preserve import Preserve
+from scene_reloc_training.learn.pretrain_backbone import SceneData, train_whole_network
 
 
 def toy_scenes(dim, seed=0, heads=('landmark', 'region')):

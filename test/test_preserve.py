@@ -23,8 +23,9 @@ from scene_reloc_training.learn.preserve import (
     frozen_copy,
     param_groups,
     preservation_losses,
+    Preserve,
 )
-from scene_reloc_training.learn.pretrain_backbone import Preserve, train_whole_network
+from scene_reloc_training.learn.pretrain_backbone import train_whole_network
 
 
 def _net(seed=0):

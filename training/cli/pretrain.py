@@ -123,7 +123,8 @@ def cmd_pretrain(a):
     import torch
 
     from scene_reloc.backbones import sha256_of_file
-    from scene_reloc_training.learn.pretrain_backbone import Preserve, train_whole_network
+    from scene_reloc_training.learn.preserve import Preserve
+    from scene_reloc_training.learn.pretrain_backbone import train_whole_network
     from scene_reloc_training.learn.pretrain_data import few_shot_recall, prepare_scene, write_log
     heads = tuple(h.strip() for h in a.heads.split(',') if h.strip())
     if not heads or set(heads) - {'region', 'landmark'}:

@@ -29,12 +29,27 @@ Both are per-image means, so they split exactly over torchrun ranks like the hea
 """
 
 import copy
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 EARLY_LAYERS = ('block1', 'block2', 'conv1', 'conv2')
 """ALIKE's full- and half-resolution layers: the generic edges and corners."""
+
+
+@dataclass
+class Preserve:
+    """Weights of the detector / descriptor losses and the early layers' learning-rate scale."""
+
+    detector_weight: float = 0.0
+    descriptor_weight: float = 0.0
+    early_lr_scale: float = 1.0
+    """learning rate of the early layers (:data:`EARLY_LAYERS`) / the backbone's"""
+
+    @property
+    def teaches(self):
+        return self.detector_weight > 0 or self.descriptor_weight > 0
 
 
 def frozen_copy(net):

@@ -38,7 +38,12 @@ from tqdm import tqdm
 from scene_reloc.backbones import grid_centres, grid_descriptors, sample_grid
 from scene_reloc.landmark_head import focal_heatmap_loss, heatmap_targets, LandmarkDetector
 from scene_reloc.region_head import RegionClassifier
-from scene_reloc_training.learn.preserve import frozen_copy, param_groups, preservation_losses
+from scene_reloc_training.learn.preserve import (
+    frozen_copy,
+    param_groups,
+    preservation_losses,
+    Preserve,
+)
 from scene_reloc_training.memorize.augment import augment_sample
 from scene_reloc_training.memorize.feature_buffer import sample_coords
 
@@ -154,20 +159,6 @@ def sample_plan(seed, iteration, scenes, global_batch):
     return s, idx, rng.integers(2 ** 31, size=global_batch)
 
 
-@dataclass
-class Preserve:
-    """What keeps the starting backbone's detector and keypoint descriptors (``preserve.py``)."""
-
-    detector_weight: float = 0.0
-    descriptor_weight: float = 0.0
-    early_lr_scale: float = 1.0
-    """learning rate of the early layers (:data:`~preserve.EARLY_LAYERS`) / the backbone's"""
-
-    @property
-    def teaches(self):
-        return self.detector_weight > 0 or self.descriptor_weight > 0
-
-
 def batch_loss(wrapped, scene, s, batch, device, teacher=None, preserve=Preserve()):
     """Mean over the batch's images of the sum of the scene's head (and preservation) losses."""
     out = wrapped(batch['x'], s, batch.get('l1'), teacher)
@@ -258,6 +249,7 @@ def train_whole_network(net, scenes, iterations, batch_size=2, lr_backbone=1e-4,
         loss_avg = v if np.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * v
         if (it + 1) % every == 0 or it + 1 == iterations:
             row = {'iteration': it + 1, 'seconds': round(seconds, 2),
+                   # groups: [early backbone layers,] backbone, heads
                    'loss': round(loss_avg, 4), 'lr_backbone': sched.get_last_lr()[-2]}
             if callback is not None and rank == 0:
                 heads.eval()
