@@ -16,7 +16,8 @@
 Where a query's time goes, and what each speed setting buys (dev-20, 640x480, one run).
 
 Memorizes dev-20 with both scene models (the memorize time is a row's figure too), then
-localizes the dev-20 queries under each setting: the backbone on torch or ONNX Runtime, RANSAC
+localizes the dev-20 queries under each setting: the backbone on torch, ONNX Runtime or the
+default runtime (``auto``: fused oneDNN bf16 convolutions on CPUs with AMX), RANSAC
 on all correspondences or the best-scored ones, the head in bf16 or fp32 (region maps), 2048
 or 1024 keypoints, queries at 640x480 or 320x240 (the map stays memorized at 640x480), 2 or 1
 backbone threads.
@@ -52,7 +53,8 @@ from scene_reloc_training.memorize.memorize_scene import memorize, MemorizeConfi
 # (label, Relocalizer keyword arguments, localizer settings, pnp settings, query image scale)
 SETTINGS = [
     ('backbone on torch', {'runtime': 'torch'}, {}, {}, 1.0),
-    ('default: ONNX Runtime, RANSAC on the best 1000', {}, {}, {}, 1.0),
+    ('backbone on ONNX Runtime', {'runtime': 'onnxruntime'}, {}, {}, 1.0),
+    ('default: runtime auto, RANSAC on the best 1000', {}, {}, {}, 1.0),
     ('RANSAC on all correspondences', {}, {}, {'ransac_subset': 0}, 1.0),
     ('RANSAC on the best 500', {}, {}, {'ransac_subset': 500}, 1.0),
     ('head in fp32', {}, {'head_precision': 'fp32'}, {}, 1.0),
@@ -134,11 +136,13 @@ def interleaved_table(p50, peer):
 
 
 def table(rows):
-    head = ('| scene model / setting | recall 5cm/5deg | median cm | s/query p50 | p95 | '
-            'backbone p50 | correspondences p50 | PnP p50 | memorize s |\n' + '|---' * 9 + '|\n')
+    head = ('| scene model / setting | runtime | recall 5cm/5deg | median cm | s/query p50 | '
+            'p95 | backbone p50 | correspondences p50 | PnP p50 | memorize s |\n'
+            + '|---' * 10 + '|\n')
     lines = []
     for label, m in rows:
-        lines.append(f'| {label.replace(" | ", ", ")} | {m["recall_5cm_5deg"]:.1%} | '
+        lines.append(f'| {label.replace(" | ", ", ")} | {m.get("runtime", "")} | '
+                     f'{m["recall_5cm_5deg"]:.1%} | '
                      f'{m["median_translation_cm"]} | {m["seconds_per_query_p50"]} | '
                      f'{m["seconds_per_query_p95"]} | {m.get("features_s_p50", "")} | '
                      f'{m.get("correspondences_s_p50", "")} | {m.get("pnp_s_p50", "")} | '

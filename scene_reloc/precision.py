@@ -31,12 +31,22 @@ PRECISIONS = ('auto', 'bf16', 'fp32')
 @functools.lru_cache(maxsize=None)
 def cpu_has_native_bf16():
     """Whether this CPU advertises bf16 dot-product instructions (Linux /proc/cpuinfo)."""
+    return bool(_cpu_flags() & {'avx512_bf16', 'amx_bf16', 'bf16'})
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_flags():
     try:
         with open('/proc/cpuinfo') as f:
-            words = set(f.read().split())
+            return frozenset(f.read().split())
     except OSError:
-        return False
-    return bool(words & {'avx512_bf16', 'amx_bf16', 'bf16'})
+        return frozenset()
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_amx():
+    """Whether this CPU advertises Intel AMX bf16 tiles (Linux /proc/cpuinfo)."""
+    return 'amx_bf16' in _cpu_flags()
 
 
 def resolve_precision(precision, device):

@@ -209,8 +209,8 @@ class Relocalizer:
         """
         Load a map file for queries.
 
-        ``runtime`` (``auto | torch | onnxruntime``) and ``threads``: how the backbone runs
-        (see :class:`~scene_reloc.backbones.FeatureExtractor`).
+        ``runtime`` (``auto | torch | onnxruntime | onednn``) and ``threads``: how the backbone
+        runs (see :class:`~scene_reloc.backbones.FeatureExtractor`).
 
         :raises SceneMapError: the file is missing, damaged, edited or of another version.
         :raises ValueError: the backbone weights it needs are missing or others (what to do is

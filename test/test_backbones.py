@@ -18,10 +18,13 @@ from conftest import SHARED
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from scene_reloc.backbones import BackboneError, FeatureExtractor
-from scene_reloc.backbones.alike import ALIKE_CONFIGS, AlikeNet
+from scene_reloc.backbones.alike import ALIKE_CONFIGS, AlikeNet, bilinear_at
+from scene_reloc.backbones.onednn import onednn_available, onednn_works, OnednnDense
 from scene_reloc.backbones.onnx_runtime import cache_dir
+from scene_reloc.keypoints import nms_peaks
 
 WEIGHTS = os.path.join(SHARED, 'weights')
 REFERENCE = os.path.join(WEIGHTS, 'alike_reference_outputs.npz')
@@ -165,7 +168,13 @@ def test_runtime_choice_and_its_errors(tmp_path):
     with pytest.raises(BackboneError, match='unknown runtime'):
         FeatureExtractor('handcrafted', None, 'cpu', runtime='tensorrt')
     path = _saved_alike(tmp_path, 'alike-t')
-    assert FeatureExtractor('alike-t', path, 'cpu').runtime == 'onnxruntime'  # auto on CPU
+    want = 'onednn' if onednn_available() and onednn_works() else 'onnxruntime'
+    assert FeatureExtractor('alike-t', path, 'cpu').runtime == want    # auto on the CPU
+    if want == 'onnxruntime':
+        with pytest.raises(BackboneError, match='AMX'):
+            FeatureExtractor('alike-t', path, 'cpu', runtime='onednn')
+    with pytest.raises(BackboneError, match='torch only'):
+        FeatureExtractor('handcrafted', None, 'cpu', runtime='onednn')
 
 
 @pytest.mark.skipif(not os.path.exists(REFERENCE), reason='../shared/weights not present')
@@ -211,3 +220,75 @@ def test_reproduces_released_alike_reference_outputs(name):
         assert np.abs(sampled.numpy() - want_d).max() < 1e-5
         assert np.abs(scores[0].numpy() - want_s).max() < 1e-5
         assert np.abs(fe.net.score_map(levels, size, padded)[0].numpy() - want_s).max() < 1e-5
+
+
+def test_window_max_nms_equals_max_pooling():
+    """The separable NMS used outside ONNX export keeps exactly max_pool2d's peaks."""
+    g = torch.Generator().manual_seed(0)
+    for shape in ((1, 1, 37, 53), (2, 1, 8, 9)):
+        x = torch.randn(*shape, generator=g)
+        x[..., 3:6, 3:6] = 1.5                      # a plateau: ties are all kept, as before
+        for r in (1, 2, 3):
+            want = torch.where(x == F.max_pool2d(x, 2 * r + 1, stride=1, padding=r), x, 0)
+            assert torch.equal(nms_peaks(x, r), want)
+
+
+def test_bilinear_at_reads_any_dtype_as_grid_sample():
+    """bf16 levels are read at 4 neighbours per point: grid_sample's numbers, in float32."""
+    g = torch.Generator().manual_seed(1)
+    padded = (64, 96)
+    pts = torch.rand(2, 300, 2, generator=g) * torch.tensor([95.0, 63.0])
+    pts[:, :4] = torch.tensor([[0.0, 0.0], [95.0, 63.0], [95.0, 0.0], [17.25, 63.0]])
+    grid = torch.stack([2 * pts[..., 0] / 95 - 1, 2 * pts[..., 1] / 63 - 1], -1)[:, None]
+    for size in ((64, 96), (32, 48), (8, 12), (2, 3)):
+        level = torch.randn(2, 5, *size, generator=g)
+        want = F.grid_sample(level, grid, align_corners=True)[:, :, 0].transpose(1, 2)
+        torch.testing.assert_close(bilinear_at(level, pts, padded), want, atol=2e-5, rtol=0)
+        low = level.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        want = F.grid_sample(low.float(), grid, align_corners=True)[:, :, 0].transpose(1, 2)
+        got = bilinear_at(low, pts, padded)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize('name', sorted(ALIKE_CONFIGS))
+def test_fused_onednn_convolutions_compute_the_network(name):
+    """BatchNorm folded, ReLU and residual fused (fp32 here): the torch network's numbers."""
+    net = random_alike(name, seed=3)
+    x = torch.rand(1, 3, 96, 128)
+    dense = OnednnDense(net, dtype=torch.float32)
+    levels, scores, peaks = dense(x)
+    with torch.no_grad():
+        want = net.encode(x)
+        want_scores = net.padded_score_map(want, (96, 128))
+    for a, b in zip(levels, want):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(scores, want_scores, atol=1e-5, rtol=0)
+    assert torch.equal(peaks, nms_peaks(scores))
+    assert (peaks > 0).sum() > 20
+
+
+@pytest.mark.skipif(not (onednn_available() and onednn_works()),
+                    reason='the bf16 oneDNN runtime needs a CPU with AMX')
+def test_onednn_bf16_features_are_the_fp32_features_within_rounding(tmp_path):
+    """
+    Check the runtime `auto` picks on AMX CPUs against fp32 torch.
+
+    Keypoints at the same places (bf16 rounding moves the sub-pixel peak of a few), the same
+    descriptors to a cosine of 0.99.
+    """
+    path = _saved_alike(tmp_path, 'alike-n', seed=4)
+    fast = FeatureExtractor('alike-n', path, 'cpu', runtime='onednn')
+    ref = FeatureExtractor('alike-n', path, 'cpu', runtime='torch')
+    rng = np.random.default_rng(5)
+    img = (rng.random((30, 40, 3)) * 255).astype(np.uint8)
+    img = np.ascontiguousarray(np.repeat(np.repeat(img, 4, 0), 4, 1))
+    a, b = fast.extract(img, 300), ref.extract(img, 300)
+    d, idx = (a.keypoints[:, None] - b.keypoints[None]).norm(dim=-1).min(dim=1)
+    assert abs(len(a.keypoints) - len(b.keypoints)) <= 3 and (d < 1.0).float().mean() > 0.97
+    near = d < 0.05
+    assert near.float().mean() > 0.5
+    cos = (a.keypoint_desc[near] * b.keypoint_desc[idx[near]]).sum(-1)
+    assert cos.min() > 0.99
+    cos = (a.grid_desc * b.grid_desc).sum(-1)
+    assert cos.min() > 0.99 and cos.mean() > 0.999

@@ -167,6 +167,10 @@ class AlikeNet(nn.Module):
         :return: (B, N, dim) L2-normalised descriptors.
         """
         Hp, Wp = padded
+        if levels[0].dtype != torch.float32:   # bf16 levels (the oneDNN runtime)
+            feats = [bilinear_at(v, points_BN2, padded) for v in levels]
+            x = self._head(torch.cat(feats, dim=-1))
+            return F.normalize(x[..., :-1], dim=-1)
         # align_corners=True upsampling maps every level onto the padded full-resolution grid
         # with the same normalised coordinate 2 p / (size - 1) - 1.
         g = torch.stack([2 * points_BN2[..., 0] / (Wp - 1) - 1,
@@ -175,3 +179,27 @@ class AlikeNet(nn.Module):
                  for v in levels]
         x = self._head(torch.cat(feats, dim=1).transpose(1, 2))
         return F.normalize(x[..., :-1], dim=-1)
+
+
+def bilinear_at(level_BChw, points_BN2, padded):
+    """
+    Read a level map at full-resolution pixel positions, as :meth:`AlikeNet.sample` does.
+
+    The same values as ``grid_sample(..., align_corners=True)`` for points inside the image,
+    for any dtype and memory layout (the level is read at 4 neighbours per point, channels
+    last, without converting the whole map), computed and returned in float32: (B, N, C).
+    """
+    B, C, h, w = level_BChw.shape
+    Hp, Wp = padded
+    x = points_BN2[..., 0].float() * ((w - 1) / (Wp - 1))
+    y = points_BN2[..., 1].float() * ((h - 1) / (Hp - 1))
+    x0 = x.floor().clamp(0, max(w - 2, 0))
+    y0 = y.floor().clamp(0, max(h - 2, 0))
+    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+    i00 = y0.long() * w + x0.long()
+    dx, dy = min(1, w - 1), (w if h > 1 else 0)
+    idx = torch.stack([i00, i00 + dx, i00 + dy, i00 + dy + dx], dim=2).reshape(B, -1, 1)
+    flat = level_BChw.permute(0, 2, 3, 1).reshape(B, h * w, C)
+    g = torch.gather(flat, 1, idx.expand(-1, -1, C)).reshape(B, -1, 4, C).float()
+    return ((g[:, :, 0] * (1 - fx) + g[:, :, 1] * fx) * (1 - fy)
+            + (g[:, :, 2] * (1 - fx) + g[:, :, 3] * fx) * fy)

@@ -32,8 +32,9 @@ PARAMETERS = {
                              'map before the node follows it'),
     'backbone_weights': ('', 'backbone weights file, only if the one recorded in the map moved'),
     'device': ('auto', 'auto | cpu | cuda: where the networks run'),
-    'runtime': ('auto', 'auto | torch | onnxruntime: what runs the backbone (auto: ONNX Runtime '
-                        'on the CPU where installed, 3-6x faster there; torch on CUDA)'),
+    'runtime': ('auto', 'auto | torch | onnxruntime | onednn: what runs the backbone (auto, '
+                        'on the CPU: onednn bf16 where it has AMX, else ONNX Runtime where '
+                        'installed, 3-6x faster than torch there; torch on CUDA)'),
     'threads': (0, 'CPU threads for the backbone with ONNX Runtime (0: one per core); fewer '
                    'leave cores to Nav2'),
     'image_transport': ('raw', 'raw (sensor_msgs/Image on "image") or compressed '
@@ -93,7 +94,7 @@ PARAMETERS = {
 
 _CHOICES = {
     'device': ('auto', 'cpu', 'cuda'),
-    'runtime': ('auto', 'torch', 'onnxruntime'),
+    'runtime': ('auto', 'torch', 'onnxruntime', 'onednn'),
     'image_transport': ('raw', 'compressed'),
     'qos_reliability': ('best_effort', 'reliable'),
     'publish_mode': ('map_to_odom', 'map_to_camera'),

@@ -29,9 +29,10 @@ def add_common(p):
 
 def add_runtime(p):
     """Add --runtime (what runs the backbone when a map is queried)."""
-    p.add_argument('--runtime', default='auto', choices=['auto', 'torch', 'onnxruntime'],
-                   help='what runs the backbone: auto = ONNX Runtime on the CPU where installed '
-                   '(faster), torch on CUDA')
+    p.add_argument('--runtime', default='auto', choices=['auto', 'torch', 'onnxruntime', 'onednn'],
+                   help='what runs the backbone: auto = on the CPU, onednn (fused bf16 '
+                   'convolutions) where it has AMX, else ONNX Runtime where installed; torch on '
+                   'CUDA')
 
 
 def add_scene_arguments(p):

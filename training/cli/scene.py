@@ -175,6 +175,7 @@ def add_memorize_arguments(p):
                    help='head training arithmetic. auto: bf16 autocast where the CPU (AVX512-'
                    'BF16, AMX, Arm BF16) or GPU computes it natively, 2-3x faster; fp32 '
                    'elsewhere')
+    add_runtime(p)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--refine-poses', action='store_true',
                    help="refine the frames' poses (from SLAM or odometry, centimetres off) by "
@@ -201,7 +202,8 @@ def memorize_config(a):
                           landmark_observations=a.landmark_observations,
                           landmark_iterations=a.landmark_iterations, head_init=a.head_init,
                           retrieval_model=a.retrieval_model, name=a.name, frame_id=a.frame_id,
-                          precision=a.precision, refine_poses=a.refine_poses)
+                          precision=a.precision, refine_poses=a.refine_poses,
+                          runtime=a.runtime)
 
 
 def cmd_memorize(a):

@@ -126,6 +126,9 @@ class MemorizeConfig:
     precision: str = 'auto'
     """Head training arithmetic: auto (bf16 where the CPU or GPU computes it natively, 2-3x
     faster; else fp32), bf16 or fp32."""
+    runtime: str = 'auto'
+    """What runs the backbone's dense part: auto | torch | onnxruntime | onednn (see
+    :data:`scene_reloc.backbones.RUNTIMES`; the manifest records the one used)."""
     refine_poses: bool = False
     """Refine the frames' poses (from SLAM or odometry, centimetres off) by bundle adjustment
     over triangulated keypoint tracks, intrinsics fixed, in the poses' own frame and scale."""
@@ -171,7 +174,7 @@ def memorize(frames, out_path, cfg=MemorizeConfig(), resume=False, progress=True
         raise ValueError(f'head must be region_classifier or landmark_detector, got {cfg.head!r}')
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     torch.manual_seed(cfg.seed)
-    extractor = FeatureExtractor(cfg.backbone, cfg.backbone_weights, cfg.device)
+    extractor = FeatureExtractor(cfg.backbone, cfg.backbone_weights, cfg.device, cfg.runtime)
     scene = read_scene(frames, extractor, cfg, progress)
     frames = scene['frames']
     images, coords, feats, depths = (scene[k] for k in ('images', 'coords', 'feats', 'depths'))
@@ -356,7 +359,8 @@ def write_map(out_path, tensors, head_cfg, summary, extractor, cfg, frames, fram
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'backbone': {'name': cfg.backbone, 'weights_sha256': extractor.weights_sha256,
                      'weights_path': extractor.weights_path,
-                     'descriptor_dim': extractor.descriptor_dim},
+                     'descriptor_dim': extractor.descriptor_dim,
+                     'runtime': extractor.runtime},
         'head': {'config': head_cfg.to_dict()},
         'localizer': localizer_defaults(cfg).to_dict(),
         'training': cfg_dict,
