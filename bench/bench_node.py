@@ -25,7 +25,7 @@ processed and dropped frame rates, the node's CPU (% of one core) and memory at 
 end (it must not grow).
 
   python bench/bench_node.py --duration 300          # makes and memorizes a synthetic scene
-  python bench/bench_node.py --map M --data D --frames LIST
+  python bench/bench_node.py --map M --data D --frames LIST [--param runtime:=onnxruntime]
 """
 
 import argparse
@@ -127,6 +127,9 @@ def main():
     p.add_argument('--frames', help='frame list of the images to publish')
     p.add_argument('--duration', type=float, default=300.0, help='seconds of camera stream')
     p.add_argument('--rate', type=float, default=30.0, help='camera frame rate (Hz)')
+    p.add_argument('--param', action='append', default=[], metavar='NAME:=VALUE',
+                   help="a node parameter, as ros2 run's -p takes it (repeatable), e.g. "
+                   'runtime:=onnxruntime')
     add_device_argument(p)
     p.add_argument('--camera', action='store_true', help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -138,8 +141,9 @@ def main():
     import rclpy
     if not a.map:
         a.map, a.data, a.frames = make_scene(tempfile.mkdtemp(prefix='bench-node-'))
-    env, node = start_node(a.map, 60 + os.getpid() % 30, device=checked_device(a.device))
-    rclpy.init()
+    env, node = start_node(a.map, 60 + os.getpid() % 30, a.param,
+                           device=checked_device(a.device))
+    rclpy.init(args=[])    # this script's own options are not ROS arguments
     lst = rclpy.create_node('bench_listener')
     latencies, diags = [], []
 

@@ -161,7 +161,8 @@ class RelocNode(NodeMaps, NodeStatus, NodeHandoff, NodeTime, LifecycleNode):
                                             self.p('jump_confirmations'))
         self._set_status('warn', 'configured, not active')
         self.get_logger().info(f'loaded scene map {self.p("scene_map")} on '
-                               f'{self.reloc.extractor.device}')
+                               f'{self.reloc.extractor.device} (backbone runtime '
+                               f'{self.reloc.extractor.runtime})')
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state):
