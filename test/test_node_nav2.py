@@ -230,8 +230,10 @@ def test_a_looped_bag_with_sim_time_clears_the_buffers_and_keeps_localizing(smal
     assert passes >= 3, stamps
     m2o = [t for m in listener.tfs for t in m.transforms
            if t.header.frame_id == 'map' and t.child_frame_id == 'odom']
+    # (Its error is the poses' carried over the lever arm from odom: about twice their position
+    # error here; test_node_dds checks the composition exactly.)
     assert m2o and np.median([pose_error(transform_to_matrix(t.transform), MAP_FROM_ODOM)[0]
-                              for t in m2o]) < 0.03
+                              for t in m2o]) < 0.08
     assert len(listener.poses) >= 2 * len(gt) // 2
 
 
