@@ -128,3 +128,23 @@ def test_the_shipped_retrieval_model_fits_the_released_alike_n_weights_only():
     assert resolve_retrieval_model('auto', 'handcrafted', None, 64)[1]['model'] == UNTRAINED
     with pytest.raises(ValueError, match='does not fit'):
         resolve_retrieval_model(path, 'alike-t', KNOWN_SHA256.get('alike-t'), dim)
+
+
+def test_a_scene_without_queries_trains_on_its_memorized_frames(rooms, tmp_path):
+    """A corpus view may hold an empty query.txt (a real scene too small to spare queries)."""
+    from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder
+    from scene_reloc_training.learn.retrieval_data import scene_frame_stems
+    root = rooms[0]
+    folder = PosedFrameFolder(root)
+    memorized = parse_frame_list(os.path.join(root, 'memorize.txt'), folder)
+    both = scene_frame_stems(folder, root)
+    assert both[:len(memorized)] == memorized and len(both) > len(memorized)
+    with open(os.path.join(root, 'query.txt')) as f:
+        queries = f.read()
+    try:
+        with open(os.path.join(root, 'query.txt'), 'w') as f:
+            f.write('# no queries\n')
+        assert scene_frame_stems(folder, root) == memorized
+    finally:
+        with open(os.path.join(root, 'query.txt'), 'w') as f:
+            f.write(queries)

@@ -58,13 +58,23 @@ class RetrievalData:
 
 
 def scene_frame_stems(folder, root):
-    """Memorize and query frames of a corpus scene, else every frame of the folder."""
+    """
+    Memorize and query frames of a corpus scene, else every frame of the folder.
+
+    An empty list is skipped: a real scene too small to spare queries (the 12-frame stairs
+    sample) joins the corpus with every frame memorized and an empty ``query.txt``.
+    """
     stems = []
     for name in ('memorize.txt', 'query.txt'):
         path = os.path.join(root, name)
-        if os.path.exists(path):
+        if os.path.exists(path) and _names_a_frame(path):
             stems += parse_frame_list(path, folder)
     return stems or folder.stems()
+
+
+def _names_a_frame(path):
+    with open(path) as f:
+        return any(line.split('#', 1)[0].strip() for line in f)
 
 
 def load_retrieval_data(roots, extractor, max_frames=40, seed=0, progress=True):
