@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
 DEMO_DIR ?= out/demo
 
-.PHONY: setup test lint demo bench bench-synthetic bench-node check-bags corpus bench-fewshot bench-fewshot-real \
+.PHONY: setup test lint demo bench bench-synthetic bench-node check-bags corpus corpus-real bench-fewshot bench-fewshot-real bench-retrieval-real \
 	bench-throughput shipped-weights retrieval-models retrieval-weights bench-retrieval bench-site \
 	bench-reliability bench-sld-ablation bench-speed bench-node-real bench-teach-bag clean help
 
@@ -28,6 +28,7 @@ help:
 	@echo "make shipped-weights - re-make training/pretrained/ (the shipped meta-learned start)"
 	@echo "make retrieval-models - train the retrieval variants (SARE NetVLAD, GeM, ...) on the corpus"
 	@echo "make bench-retrieval - retrieval recall +-VOP and latency vs database size (DATA_ROOT)"
+	@echo "make bench-retrieval-real - retrieval trained with each real scene held out (~25 min)"
 	@echo "make bench-site - a site of four real maps: selection, none-of-them, recall (DATA_ROOT)"
 
 setup: $(STAMP)
@@ -99,10 +100,12 @@ HELD_OUT := 7scenes_redkitchen_dev sun3d_studyroom_f1 tabletop_rgbd
 # Pretraining from ALIKE-n that keeps its detector and keypoint descriptors (issue 16).
 PRETRAIN_KEEP := --init $(WEIGHTS)/alike-n.pth --iterations 2000 --lr-backbone 1e-4 \
     --heads region --val-every 0 --detector-weight 1 --descriptor-weight 1 --early-lr-scale 0.1
-bench-fewshot-real: corpus
+corpus-real: corpus
 	test -f $(CORPUS_REAL)/corpus.json || { mkdir -p $(CORPUS_REAL) && \
 	    ln -s $(abspath out/corpus)/synthetic-* $(CORPUS_REAL)/ && cp $(CORPUS) $(CORPUS_REAL)/ && \
 	    $(CLI) make-corpus --out $(CORPUS_REAL) --add $(addprefix $(DATA_ROOT)/,$(REAL_SCENES)); }
+
+bench-fewshot-real: corpus-real
 	for s in $(HELD_OUT); do test -f out/pt_real/without-$$s/backbone.pth || \
 	    $(CLI) pretrain --corpus $(CORPUS_REAL)/corpus.json --hold-out $$s $(PRETRAIN_KEEP) \
 	    --out out/pt_real/without-$$s --quiet || exit 1; done
@@ -143,6 +146,19 @@ bench-retrieval: setup
 	    "sare-netvlad=$(RETRIEVAL)/sare-netvlad.safetensors" \
 	    "sare-netvlad joint=$(RETRIEVAL)/sare-netvlad-joint.safetensors" \
 	    "sare-netvlad +pos=$(RETRIEVAL)/sare-netvlad-pos.safetensors"
+
+# Retrieval trained with each real scene held out (the synthetic corpus + the other three real
+# scenes), each judged on its held-out scene's queries ("Each query scene alone" table).
+bench-retrieval-real: corpus-real
+	mkdir -p out/retrieval_loo
+	for s in $(REAL_SCENES); do test -f out/retrieval_loo/without-$$s.safetensors || \
+	    $(CLI) train-retrieval --corpus $(CORPUS_REAL)/corpus.json --hold-out $$s --backbone \
+	    alike-n --backbone-weights $(WEIGHTS)/alike-n.pth --device cpu --quiet \
+	    --out out/retrieval_loo/without-$$s.safetensors || exit 1; done
+	$(PY) bench/bench_retrieval.py --data $(DATA_ROOT) --weights $(WEIGHTS) \
+	    --out out/retrieval_loo_bench --models \
+	    "shipped (synthetic only)=training/pretrained/retrieval-alike-n.safetensors" \
+	    $(foreach s,$(REAL_SCENES),"without $(s)=out/retrieval_loo/without-$(s).safetensors")
 
 bench-site: setup
 	$(PY) bench/bench_site.py --data $(DATA_ROOT) --weights $(WEIGHTS) --out out/site

@@ -58,7 +58,11 @@ KS = (1, 5, 10)
 
 
 def read_pool(scenes, extractor):
-    """scenes: [(name, memorized frames, query frames)] -> grids, scene ids, hit matrix."""
+    """
+    Read a pool: [(name, memorized frames, query frames)].
+
+    :return: database grids, query grids, hit matrix, each query's scene name.
+    """
     db, qs = [], []
     for s, (_name, mem, query) in enumerate(tqdm(scenes, desc='reading', unit='scene')):
         for frames, bucket in ((mem, db), (query, qs)):
@@ -70,7 +74,8 @@ def read_pool(scenes, extractor):
         for j, (sd, _, dd, Kd, Td) in enumerate(db):
             if sq == sd:
                 hits[i, j] = frame_overlap(dq, Kq, Tq, dd, Kd, Td, stride=16) > 0.3
-    return [g for _, g, *_ in db], [g for _, g, *_ in qs], hits
+    return ([g for _, g, *_ in db], [g for _, g, *_ in qs], hits,
+            [scenes[s][0] for s, *_ in qs])
 
 
 def recall_at(rank, hits, ks=KS):
@@ -81,7 +86,7 @@ def recall_at(rank, hits, ks=KS):
             for k in ks}
 
 
-def evaluate(model, db_grids, q_grids, hits, shortlist):
+def evaluate(model, db_grids, q_grids, hits, shortlist, q_scenes=None):
     with torch.inference_mode():
         db = [model.describe(g) for g in db_grids]
         t0 = time.perf_counter()
@@ -97,6 +102,11 @@ def evaluate(model, db_grids, q_grids, hits, shortlist):
         reranked.append(rank[i][np.argsort(-votes, kind='stable')])
     vop_s = (time.perf_counter() - t0) / max(len(qd), 1)
     out['vop'] = recall_at(np.array(reranked), hits)
+    for name in sorted(set(q_scenes or ())):   # each query scene alone (leave-one-out models)
+        rows = np.array([s == name for s in q_scenes])
+        out.setdefault('per_scene', {})[name] = {
+            'global': recall_at(rank[rows], hits[rows]),
+            'vop': recall_at(np.array(reranked)[rows], hits[rows])}
     out['describe_ms'] = round(describe_s * 1000, 2)
     out['vop_ms'] = round(vop_s * 1000, 2)
     out['queries_with_a_hit'] = int(hits.any(1).sum())
@@ -149,6 +159,8 @@ def main():
     p.add_argument('--shortlist', type=int, default=30)
     p.add_argument('--scaling', action='store_true', help='latency / memory against size')
     p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--runtime', default='auto', help='backbone runtime (auto, torch, '
+                   'onnxruntime, onednn)')
     p.add_argument('--out', default='out/retrieval_bench')
     add_device_argument(p)
     a = p.parse_args()
@@ -158,7 +170,7 @@ def main():
     if a.scaling:
         results['scaling'] = scaling()
     weights = os.path.join(a.weights, f'{a.backbone}.pth') if a.weights else None
-    ex = FeatureExtractor(a.backbone, weights, checked_device(a.device))
+    ex = FeatureExtractor(a.backbone, weights, checked_device(a.device), a.runtime)
     models = {'mean': RetrievalModel(RetrievalConfig(aggregator='mean', dim=0, adapter=False,
                                                      local_dim=ex.descriptor_dim)).eval(),
               'gem (untrained)': untrained_model(ex.descriptor_dim)}
@@ -181,9 +193,9 @@ def main():
     table = ['| pool | method | R@1 | R@5 | R@10 | R@1 +VOP | R@5 +VOP | R@10 +VOP | '
              'describe ms | VOP ms |', '|---' * 10 + '|']
     for pool, scenes in pools.items():
-        db, qs, hits = read_pool(scenes, ex)
+        db, qs, hits, q_scenes = read_pool(scenes, ex)
         for name, model in models.items():
-            r = evaluate(model, db, qs, hits, a.shortlist)
+            r = evaluate(model, db, qs, hits, a.shortlist, q_scenes)
             r.update(pool=pool, method=name, database=len(db), queries=len(qs))
             print(json.dumps(r), flush=True)
             results.setdefault('recall', []).append(r)
@@ -192,7 +204,13 @@ def main():
                          + ' | '.join(f'{g[f"recall@{k}"]:.3f}' for k in KS) + ' | '
                          + ' | '.join(f'{v[f"recall@{k}"]:.3f}' for k in KS)
                          + f' | {r["describe_ms"]} | {r["vop_ms"]} |')
-    md = '\n'.join(table)
+    per_scene = ['| pool | method | query scene | R@1 | R@5 | R@1 +VOP |', '|---' * 6 + '|']
+    for r in results.get('recall', []):
+        for scene, v in r.get('per_scene', {}).items():
+            per_scene.append(f'| {r["pool"]} | {r["method"]} | {scene} | '
+                             f'{v["global"]["recall@1"]:.3f} | {v["global"]["recall@5"]:.3f} | '
+                             f'{v["vop"]["recall@1"]:.3f} |')
+    md = '\n'.join(table) + '\n\nEach query scene alone:\n\n' + '\n'.join(per_scene)
     print('\n' + md)
     with open(os.path.join(a.out, 'results.json'), 'w') as f:
         json.dump(results, f, indent=2)
