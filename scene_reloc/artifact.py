@@ -176,6 +176,12 @@ def load_artifact(path, key, version, what, remake, validate=None, error=Artifac
                     f'{what}?): {e}') from e
     if key not in meta:
         raise error(f'{path} has no scene_reloc manifest: not a {what}')
+    # Only the manifest and its checksum are written: anything else is a damaged key (a key
+    # whose name was corrupted would otherwise skip the checksum of files that have one).
+    extra = sorted(set(meta) - {key, key + '_sha256'})
+    if extra:
+        raise error(f'{path}: unexpected metadata {extra}: the file was modified or corrupted '
+                    f'after it was written: {again}')
     want = meta.get(key + '_sha256')
     if want is not None and _text_sha256(meta[key]) != want:
         raise error(f'{path}: manifest checksum mismatch, the file was modified or corrupted '

@@ -80,3 +80,19 @@ def test_wrong_version_and_foreign_files(small_map, tmp_path):
         load_scene_map(foreign)
     with pytest.raises(SceneMapError, match='not found'):
         load_scene_map(str(tmp_path / 'missing.map'))
+
+
+def test_an_edited_manifest_behind_a_corrupted_checksum_key_is_refused(small_map, tmp_path):
+    """A flipped byte in the checksum's key name must not turn the manifest check off."""
+    from safetensors import safe_open
+    with safe_open(small_map[0], framework='numpy') as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    edited = json.loads(meta['scene_reloc_manifest'])
+    edited['frame_id'] = 'mop'
+    bad = str(tmp_path / 'edited.map')
+    save_file(tensors, bad, metadata={
+        'scene_reloc_manifest': json.dumps(edited),
+        'scene_reloc_manifest_sha257': meta['scene_reloc_manifest_sha256']})
+    with pytest.raises(SceneMapError, match='unexpected metadata'):
+        load_scene_map(bad)
