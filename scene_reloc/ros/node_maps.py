@@ -48,6 +48,11 @@ class NodeMaps:
 
     def _load_map(self, path):
         from scene_reloc.site import open_localizer  # torch import only when needed
+        if self.p('threads') > 0:
+            # torch (the heads, and the backbone on the torch / onednn runtimes) uses this
+            # process's intra-op threads; ONNX Runtime gets its own below.
+            import torch
+            torch.set_num_threads(self.p('threads'))
         reloc = open_localizer(path, self.p('backbone_weights') or None, self.p('device'),
                                runtime=self.p('runtime'), threads=self.p('threads'))
         for name in ('min_inliers', 'max_reprojection_error'):

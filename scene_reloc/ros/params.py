@@ -35,7 +35,7 @@ PARAMETERS = {
     'runtime': ('auto', 'auto | torch | onnxruntime | onednn: what runs the backbone (auto, '
                         'on the CPU: onednn bf16 where it has AMX, else ONNX Runtime where '
                         'installed, 3-6x faster than torch there; torch on CUDA)'),
-    'threads': (0, 'CPU threads for the backbone with ONNX Runtime (0: one per core); fewer '
+    'threads': (0, 'CPU threads for the networks (0: one per core); fewer '
                    'leave cores to Nav2'),
     'image_transport': ('raw', 'raw (sensor_msgs/Image on "image") or compressed '
                                '(sensor_msgs/CompressedImage on "image/compressed")'),
