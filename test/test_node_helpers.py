@@ -151,3 +151,26 @@ def test_keep_latest_drops_stale_frames_and_survives_errors():
     assert 10 in seen  # the worker outlived the error (if it saw 'bad' at all)
     assert all(item == 'bad' for item, _ in errors)
     w.stop()
+
+
+def test_loading_a_map_applies_the_threads_parameter_to_torch(small_map):
+    """`threads` caps torch's threads too (the heads; the backbone on torch / onednn)."""
+    import torch
+
+    from scene_reloc.ros.node_maps import NodeMaps
+    from scene_reloc.ros.params import PARAMETERS as DEFAULTS
+
+    class Maps(NodeMaps):
+        def __init__(self, **given):
+            self.values = {name: default for name, (default, _) in DEFAULTS.items()}
+            self.values.update(given)
+
+        def p(self, name):
+            return self.values[name]
+
+    before = torch.get_num_threads()
+    try:
+        reloc = Maps(device='cpu', threads=1)._load_map(small_map[0])
+        assert torch.get_num_threads() == 1 and reloc.extractor.runtime == 'torch'
+    finally:
+        torch.set_num_threads(before)
