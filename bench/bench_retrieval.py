@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from device_arg import add_device_argument, checked_device  # noqa: E402
 from real_scenes import MAPPED, scene_frames  # noqa: E402
 
-from scene_reloc.backbones import FeatureExtractor  # noqa: E402
+from scene_reloc.backbones import FeatureExtractor, RUNTIMES  # noqa: E402
 from scene_reloc.posed_frames import PosedFrameFolder  # noqa: E402
 from scene_reloc.retrieval.database import untrained_model  # noqa: E402
 from scene_reloc.retrieval.index import GlobalIndex  # noqa: E402
@@ -159,8 +159,7 @@ def main():
     p.add_argument('--shortlist', type=int, default=30)
     p.add_argument('--scaling', action='store_true', help='latency / memory against size')
     p.add_argument('--threads', type=int, default=2)
-    p.add_argument('--runtime', default='auto', help='backbone runtime (auto, torch, '
-                   'onnxruntime, onednn)')
+    p.add_argument('--runtime', default='auto', choices=RUNTIMES, help='backbone runtime')
     p.add_argument('--out', default='out/retrieval_bench')
     add_device_argument(p)
     a = p.parse_args()

@@ -191,25 +191,16 @@ class FeatureExtractor:
         if runtime == 'torch' or (runtime == 'auto' and self.device.type != 'cpu'):
             return 'torch', None
         if runtime in ('auto', 'onednn'):
-            problem = ''
-            if self.device.type != 'cpu':
-                problem = 'the onednn runtime runs on the CPU only; use --device cpu'
-            elif not hasattr(self.net, 'encode'):
-                problem = f'the {self.name} backbone runs on torch only'
-            elif not (onednn_available() and onednn_works()):
-                problem = ('it needs a CPU with AMX (amx_bf16) and torch with oneDNN fused '
-                           'convolutions')
+            problem = self._dense_problem('onednn') or (
+                '' if onednn_available() and onednn_works() else
+                'it needs a CPU with AMX (amx_bf16) and torch with oneDNN fused convolutions')
             if not problem:
                 return 'onednn', OnednnDense(self.net)
             if runtime == 'onednn':
                 raise BackboneError(f'runtime onednn: {problem}')
-        problem = ''
-        if self.device.type != 'cpu':
-            problem = 'the onnxruntime runtime runs on the CPU only; use --device cpu'
-        elif not hasattr(self.net, 'encode'):
-            problem = f'the {self.name} backbone runs on torch only'
-        elif not onnxruntime_available():
-            problem = 'ONNX Runtime is not installed (pip install onnxruntime onnx)'
+        problem = self._dense_problem('onnxruntime') or (
+            '' if onnxruntime_available() else
+            'ONNX Runtime is not installed (pip install onnxruntime onnx)')
         if not problem:
             key = f'{self.name}-{self.weights_sha256}' if self.weights_sha256 else None
             try:
@@ -221,6 +212,14 @@ class FeatureExtractor:
         level = logging.WARNING if problem.startswith('ONNX export') else logging.INFO
         log.log(level, 'backbone %s runs on torch: %s', self.name, problem)
         return 'torch', None
+
+    def _dense_problem(self, runtime):
+        """Why ``runtime`` cannot run this backbone's dense part here ('' if nothing stops it)."""
+        if self.device.type != 'cpu':
+            return f'the {runtime} runtime runs on the CPU only; use --device cpu'
+        if not hasattr(self.net, 'encode'):
+            return f'the {self.name} backbone runs on torch only'
+        return ''
 
     def _dense_levels(self, x, keypoint_maps=True):
         """
