@@ -268,6 +268,20 @@ def test_fused_onednn_convolutions_compute_the_network(name):
     assert (peaks > 0).sum() > 20
 
 
+def test_onednn_bf16_input_holds_every_grey_level_exactly():
+    """
+    Feed the bf16 network the 8-bit image itself.
+
+    Grey level g / 255 rounded to bf16 moves a bright pixel by up to half a level (a loss of
+    SLD recall against fp32 on real frames).
+    """
+    dense = OnednnDense(random_alike('alike-t', seed=2))   # converting needs no AMX
+    grey = torch.arange(256, dtype=torch.float32).reshape(1, 1, 16, 16).expand(1, 3, 16, 16)
+    x = dense.image_in(grey / 255.0)
+    assert x.dtype == torch.bfloat16
+    assert torch.equal(x.float(), grey)
+
+
 @pytest.mark.skipif(not (onednn_available() and onednn_works()),
                     reason='the bf16 oneDNN runtime needs a CPU with AMX')
 def test_onednn_bf16_features_are_the_fp32_features_within_rounding(tmp_path):
