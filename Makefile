@@ -7,7 +7,7 @@ STAMP := $(VENV)/.setup-stamp
 DEMO_DIR ?= out/demo
 
 .PHONY: setup test lint demo bench bench-synthetic bench-node check-bags corpus corpus-real bench-fewshot bench-fewshot-real bench-retrieval-real \
-	bench-throughput shipped-weights retrieval-models retrieval-weights bench-retrieval bench-site \
+	bench-throughput gpu-kit shipped-weights retrieval-models retrieval-weights bench-retrieval bench-site \
 	bench-reliability bench-sld-ablation bench-speed bench-node-real bench-teach-bag clean help
 
 help:
@@ -24,6 +24,7 @@ help:
 	@echo "make check-bags - read the real ROS 2 bags (BAGS=...)"
 	@echo "make bench-fewshot - corpus, pretraining, meta-training, few-shot curves (~1 h)"
 	@echo "make bench-fewshot-real - leave-one-real-scene-out pretraining, meta-training, few-shot (~1.5 h)"
+	@echo "make gpu-kit - frames, weights and wheels a lent GPU machine needs for bench/gpu_check.sh"
 	@echo "make bench-throughput - pretraining throughput on 1 and 2 processes"
 	@echo "make shipped-weights - re-make training/pretrained/ (the shipped meta-learned start)"
 	@echo "make retrieval-models - train the retrieval variants (SARE NetVLAD, GeM, ...) on the corpus"
@@ -57,6 +58,10 @@ bench: setup
 
 bench-speed: setup
 	$(PY) bench/bench_query_speed.py --data $(DATA) --weights $(WEIGHTS) --out out/query_speed
+
+# What a lent GPU machine needs for bench/gpu_check.sh (the device tool; see README "GPU").
+gpu-kit: setup
+	sh bench/gpu_kit.sh $(DATA) $(WEIGHTS) gpu_kit
 
 bench-node-real: setup
 	$(PY) bench/bench_node.py --map out/query_speed/dev-20-region.map --data $(DATA) \
