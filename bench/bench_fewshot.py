@@ -48,10 +48,11 @@ import torch
 
 from scene_reloc.backbones import FeatureExtractor
 from scene_reloc.backbones.alike import ALIKE_CONFIGS, AlikeNet
+from scene_reloc.evaluation import compute_metrics, localize_frames, within
 from scene_reloc.relocalizer import Relocalizer
 from scene_reloc.retrieval.database import build_database
 from scene_reloc_training.learn.corpus import corpus_scenes
-from scene_reloc_training.learn.pretrain_data import evaluate_frames, scene_frames
+from scene_reloc_training.learn.pretrain_data import scene_frames
 from scene_reloc_training.memorize.head_init import load_head_init
 from scene_reloc_training.memorize.memorize_scene import (
     MemorizeConfig,
@@ -183,13 +184,18 @@ def run_scene(a, scene, bb, weights, init_path):
             write_map(path, region_tensors(material, model) | database, material['head_cfg'],
                       {'train_seconds': round(buffer_s + train_s, 2)}, ex, cfg, mem, '',
                       retrieval_ref)
-            m = evaluate_frames(Relocalizer.from_file(path, weights, a.device), queries)
+            records = localize_frames(Relocalizer.from_file(path, weights, a.device).localize,
+                                      queries)
+            m = compute_metrics(records)
             rows.append({'scene': name, 'backbone': bb, 'init': init, 'steps': steps,
                          'seed': a.seed,
                          'head_seconds': round(train_s, 2), 'buffer_seconds': round(buffer_s, 2),
                          'recall_5cm_5deg': m['recall_5cm_5deg'],
                          'median_cm': m['median_translation_cm'],
-                         'median_deg': m['median_rotation_deg']})
+                         'median_deg': m['median_rotation_deg'],
+                         # per query, in order: for paired comparisons (bench_fewshot_paired.py)
+                         'within_5cm_5deg': ''.join('1' if ok else '0'
+                                                    for ok in within(records))})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 

@@ -126,6 +126,33 @@ def compute_metrics(records, **extra):
     return out
 
 
+def within(records, cm=5.0, deg=5.0):
+    """Per query: localized within ``cm`` and ``deg`` (a failure is an infinite error)."""
+    return [bool(r.translation_m * 100 <= cm and r.rotation_deg <= deg) for r in records]
+
+
+def paired_comparison(a_ok, b_ok):
+    """
+    Compare two runs on the same queries, query by query (McNemar's exact test).
+
+    Two recalls on the same queries differ by the queries that flip; whether the flips lean
+    one way more than luck would is a binomial question on the flips alone.
+
+    :param a_ok: per-query success of the reference (bools).
+    :param b_ok: per-query success of the other run, on the same queries in the same order.
+    :return: ``gained`` (b succeeds where a fails), ``lost`` (a succeeds where b fails) and
+        ``p_value``, the two-sided exact binomial test of gained against lost (1.0 without
+        flips).
+    """
+    if len(a_ok) != len(b_ok):
+        raise ValueError(f'paired runs must have the same queries ({len(a_ok)} vs {len(b_ok)})')
+    gained = sum(bool(b) and not bool(a) for a, b in zip(a_ok, b_ok))
+    lost = sum(bool(a) and not bool(b) for a, b in zip(a_ok, b_ok))
+    n, k = gained + lost, min(gained, lost)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n if n else 0.5
+    return {'gained': gained, 'lost': lost, 'p_value': round(min(1.0, 2 * tail), 4)}
+
+
 def map_selection(records, expected):
     """
     Map-selection counts of a site's answers against the map the queries belong to.

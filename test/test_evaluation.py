@@ -17,8 +17,10 @@
 import math
 
 import numpy as np
+import pytest
+from scipy.stats import binomtest
 
-from scene_reloc.evaluation import compute_metrics, record_query
+from scene_reloc.evaluation import compute_metrics, paired_comparison, record_query, within
 from scene_reloc.relocalizer import RelocResult
 
 KEYS = {'n_queries', 'n_localized', 'median_translation_cm', 'median_rotation_deg',
@@ -86,3 +88,27 @@ def test_rotation_bias_is_recovered_and_removed():
 def test_no_bias_reported_from_too_few_queries():
     recs = [record_query('a', located([0.01, 0, 0], 0.01), np.eye(4))]
     assert 'rotation_bias_deg' not in compute_metrics(recs)
+
+
+def test_within_counts_a_failure_as_out():
+    recs = [record_query('a', located([0.01, 0, 0], 0.01), np.eye(4)),
+            record_query('b', located([0.06, 0, 0], 0.01), np.eye(4)),
+            record_query('c', RelocResult(False, 'too_few_inliers', seconds=0.2), np.eye(4))]
+    assert within(recs) == [True, False, False]
+    assert within(recs, cm=10) == [True, True, False]
+
+
+def test_paired_comparison_counts_flips_and_tests_them_exactly():
+    """5 gained against 15 lost: p = 2 * P(X <= 5), X ~ Binomial(20, 1/2) = 0.0414."""
+    a = [True] * 15 + [False] * 5 + [True] * 30 + [False] * 10
+    b = [False] * 15 + [True] * 5 + [True] * 30 + [False] * 10
+    got = paired_comparison(a, b)
+    assert (got['gained'], got['lost']) == (5, 15)
+    assert got['p_value'] == pytest.approx(2 * 21700 / 2 ** 20, abs=1e-4)
+    for gained, lost in ((0, 0), (3, 3), (0, 6), (9, 1), (40, 25)):
+        a = [True] * lost + [False] * gained
+        b = [False] * lost + [True] * gained
+        want = binomtest(gained, gained + lost).pvalue if gained + lost else 1.0
+        assert paired_comparison(a, b)['p_value'] == pytest.approx(want, abs=1e-4)
+    with pytest.raises(ValueError, match='same queries'):
+        paired_comparison([True], [True, False])
