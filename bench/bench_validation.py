@@ -28,6 +28,12 @@ setting over seeds, never to choose it). ``--dither N`` measures the noise floor
 must clear: every map is queried N more times with the query images changed by an invisible
 +-1 grey level (seeded), and the rows give the lowest and highest recall seen.
 
+With several seeds and / or both query sets (``--seeds 0,1,2 --queries
+validation,benchmark``, about 18 minutes) it ends with a pooled, paired table: per protocol
+and scene model, every (map runtime, query runtime) against the first runtime's maps and
+queries, query by query over all seeds and query sets (successes, queries gained / lost, the
+exact two-sided McNemar p of those flips).
+
   python bench/bench_validation.py --data ../shared/data/7scenes_redkitchen_dev
       --weights ../shared/weights --runtimes onnxruntime,onednn --out out/validation
 """
@@ -43,7 +49,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_dev import PROTOCOLS, write_results  # noqa: E402
 from device_arg import add_device_argument, start_run  # noqa: E402
 
-from scene_reloc.evaluation import compute_metrics, localize_frames  # noqa: E402
+from scene_reloc.evaluation import (  # noqa: E402
+    compute_metrics,
+    localize_frames,
+    paired_comparison,
+    within,
+)
 from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder  # noqa: E402
 from scene_reloc.relocalizer import Relocalizer  # noqa: E402
 from scene_reloc_training.memorize.memorize_scene import memorize, MemorizeConfig  # noqa: E402
@@ -81,6 +92,28 @@ def table(rows):
         f'{m["train_seconds"]} |' for _, m in rows)
 
 
+def pooled_table(rows):
+    """Per protocol and model: each runtime pair against the first, pooled over seeds / sets."""
+    outcome = {}
+    for _, m in rows:
+        key = (m['protocol'], m['head'], m['map_runtime'], m['query_runtime'])
+        outcome.setdefault(key, {})[(m['seed'], m['queries'])] = m['within_5cm_5deg']
+    lines = ['| protocol, scene model | map / queries | successes (pooled) | against the first '
+             '| gained / lost | p (exact, two-sided) |', '|---|---|---|---|---|---|']
+    for protocol, head in dict.fromkeys(k[:2] for k in outcome):
+        keys = [k for k in outcome if k[:2] == (protocol, head)]
+        ref = outcome[keys[0]]
+        for k in keys:
+            runs = sorted(set(outcome[k]) & set(ref))
+            a = [c == '1' for r in runs for c in ref[r]]
+            b = [c == '1' for r in runs for c in outcome[k][r]]
+            c = paired_comparison(a, b)
+            lines.append(f'| {protocol} {head} | {k[2]} / {k[3]} | {sum(b)} / {len(b)} | '
+                         f'{sum(a)} ({keys[0][2]} / {keys[0][3]}) | +{c["gained"]} / '
+                         f'-{c["lost"]} | {c["p_value"]} |')
+    return '\n'.join(lines)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -90,9 +123,11 @@ def main():
                    help='backbone runtimes to compare (auto, torch, onnxruntime, onednn)')
     p.add_argument('--protocols', default='dev-20,dev-10')
     p.add_argument('--heads', default='region,SLD', help='region and / or SLD')
-    p.add_argument('--seed', type=int, default=0, help='memorize seed')
-    p.add_argument('--queries', choices=['validation', 'benchmark'], default='validation',
-                   help='the validation split (default) or the benchmark queries 15:700:10')
+    p.add_argument('--seeds', '--seed', default='0',
+                   help='memorize seeds, comma-separated (several: a pooled paired table)')
+    p.add_argument('--queries', default='validation',
+                   help='validation (the split, default), benchmark (the queries 15:700:10) '
+                   'or both, comma-separated')
     p.add_argument('--dither', type=int, default=0, metavar='N',
                    help='also query N times with +-1 grey level of noise (the noise floor)')
     p.add_argument('--threads', type=int, default=2, help='CPU threads (torch and OpenCV)')
@@ -101,36 +136,62 @@ def main():
     a = p.parse_args()
     start_run(a)
     folder = PosedFrameFolder(a.data)
-    queries = folder.frames(VALIDATION if a.queries == 'validation'
-                            else parse_frame_list(PROTOCOLS['dev-20'][1], folder))
+    query_sets = {'validation': folder.frames(VALIDATION),
+                  'benchmark': folder.frames(parse_frame_list(PROTOCOLS['dev-20'][1], folder))}
+    for q in a.queries.split(','):
+        if q not in query_sets:
+            p.error(f'--queries: {q!r} is neither validation nor benchmark')
     runtimes = a.runtimes.split(',')
     weights = os.path.join(a.weights, 'alike-n.pth')
+    everything = []
+    for seed in [int(x) for x in a.seeds.split(',')]:
+        rows = run_seed(a, folder, seed, runtimes, weights, query_sets)
+        for q in a.queries.split(','):
+            mine = [r for r in rows if r[1]['queries'] == q]
+            write_results(a.out, f'{q}-s{seed}', table(mine), mine)
+        everything += rows
+    if len(everything) > len(runtimes) ** 2 * len(a.protocols.split(',')) * len(
+            a.heads.split(',')):
+        pooled = pooled_table(everything)
+        print('\nPooled over seeds and query sets, query by query:\n\n' + pooled)
+        with open(os.path.join(a.out, 'pooled.md'), 'w') as f:
+            f.write(pooled + '\n')
+
+
+def run_seed(a, folder, seed, runtimes, weights, query_sets):
+    """Memorize every (protocol, model, runtime) map with ``seed``; query it every way."""
     rows = []
     for protocol in a.protocols.split(','):
         mem = folder.frames(parse_frame_list(PROTOCOLS[protocol][0], folder))
         for head in a.heads.split(','):
             for map_rt in runtimes:
-                path = os.path.join(a.out, f'{protocol}-{head}-{map_rt}-s{a.seed}.map')
+                path = os.path.join(a.out, f'{protocol}-{head}-{map_rt}-s{seed}.map')
                 cfg = MemorizeConfig(backbone='alike-n', backbone_weights=weights,
                                      device=a.device, head=HEADS[head], runtime=map_rt,
-                                     seed=a.seed)
+                                     seed=seed)
                 summary = memorize(mem, path, cfg, progress=False)
                 for query_rt in runtimes:
                     reloc = Relocalizer.from_file(path, device=a.device, runtime=query_rt)
-                    m = compute_metrics(localize_frames(reloc.localize, queries),
-                                        train_seconds=summary['train_seconds'])
-                    if a.dither:
-                        seen = [compute_metrics(localize_frames(
-                            reloc.localize, [Dithered(f, k) for f in queries]))
-                            for k in range(a.dither)]
-                        m['dithered_recall_range'] = [min(d['recall_5cm_5deg'] for d in seen),
-                                                      max(d['recall_5cm_5deg'] for d in seen)]
-                    m.update(protocol=protocol, head=head, map_runtime=map_rt,
-                             query_runtime=reloc.extractor.runtime, seed=a.seed,
-                             queries=a.queries)
-                    rows.append((f'{protocol} {head} | {map_rt} map | {query_rt}', m))
-                    print(json.dumps({'row': rows[-1][0], **m}), flush=True)
-    write_results(a.out, f'{a.queries}-s{a.seed}', table(rows), rows)
+                    for q in a.queries.split(','):
+                        m = query_map(a, reloc, query_sets[q], summary['train_seconds'])
+                        m.update(protocol=protocol, head=head, map_runtime=map_rt,
+                                 query_runtime=reloc.extractor.runtime, seed=seed, queries=q)
+                        rows.append((f'{protocol} {head} | {map_rt} map | {query_rt}', m))
+                        print(json.dumps({'row': rows[-1][0], **m}), flush=True)
+    return rows
+
+
+def query_map(a, reloc, queries, train_seconds):
+    """Metrics of one map on one query set (with each query's outcome, and the dither)."""
+    records = localize_frames(reloc.localize, queries)
+    m = compute_metrics(records, train_seconds=train_seconds)
+    m['within_5cm_5deg'] = ''.join('1' if ok else '0' for ok in within(records))
+    if a.dither:
+        seen = [compute_metrics(localize_frames(
+            reloc.localize, [Dithered(f, k) for f in queries])) for k in range(a.dither)]
+        m['dithered_recall_range'] = [min(d['recall_5cm_5deg'] for d in seen),
+                                      max(d['recall_5cm_5deg'] for d in seen)]
+    return m
 
 
 if __name__ == '__main__':
