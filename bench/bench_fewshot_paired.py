@@ -48,13 +48,20 @@ def load_rows(paths):
     return rows
 
 
-def paired_rows(rows):
-    """One comparison per (scene, backbone, start, steps) against the final random start."""
+def paired_rows(rows, against_backbone=None):
+    """
+    One comparison per (scene, backbone, start, steps) against the final random start.
+
+    ``against_backbone``: compare with that backbone's final random start (e.g. a pretrained
+    backbone against ALIKE-n) instead of each backbone's own.
+    """
     out = []
     for scene, bb in dict.fromkeys((r['scene'], r['backbone']) for r in rows):
         mine = [r for r in rows if (r['scene'], r['backbone']) == (scene, bb)]
-        final = max(r['steps'] for r in mine if r['init'] == 'random')
-        ref = {r['seed']: r['within_5cm_5deg'] for r in mine
+        theirs = [r for r in rows
+                  if (r['scene'], r['backbone']) == (scene, against_backbone or bb)]
+        final = max(r['steps'] for r in theirs if r['init'] == 'random')
+        ref = {r['seed']: r['within_5cm_5deg'] for r in theirs
                if r['init'] == 'random' and r['steps'] == final}
         for init, steps in dict.fromkeys((r['init'], r['steps']) for r in mine):
             runs = {r['seed']: r['within_5cm_5deg'] for r in mine
@@ -64,6 +71,7 @@ def paired_rows(rows):
             b = [c == '1' for s in seeds for c in runs[s]]
             out.append({'scene': scene, 'backbone': bb, 'init': init, 'steps': steps,
                         'seeds': seeds, 'n': len(b), 'successes': sum(b),
+                        'reference_backbone': against_backbone or bb,
                         'random_final_steps': final, 'random_final_successes': sum(a),
                         **paired_comparison(a, b)})
     return out
@@ -76,7 +84,8 @@ def table(paired):
     for r in paired:
         lines.append(f"| {r['scene']} | {r['backbone']} | {r['init']} | {r['steps']} | "
                      f"{','.join(map(str, r['seeds']))} | {r['successes']} / {r['n']} | "
-                     f"{r['random_final_successes']} ({r['random_final_steps']} steps) | "
+                     f"{r['random_final_successes']} ({r['reference_backbone']}, "
+                     f"{r['random_final_steps']} steps) | "
                      f"+{r['gained']} / -{r['lost']} | {r['p_value']} |")
     return lines
 
@@ -85,9 +94,12 @@ def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('runs', nargs='+', help='bench_fewshot.py output folders (or fewshot.json)')
+    p.add_argument('--against-backbone', metavar='NAME',
+                   help="compare every backbone with this one's final random start (e.g. "
+                   'alike: a pretrained backbone against ALIKE-n), not with its own')
     p.add_argument('--out', help='also write the table (Markdown) and .json beside it')
     a = p.parse_args()
-    paired = paired_rows(load_rows(a.runs))
+    paired = paired_rows(load_rows(a.runs), a.against_backbone)
     lines = table(paired)
     print('\n'.join(lines))
     if a.out:

@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'ben
 from bench_fewshot_paired import load_rows, paired_rows  # noqa: E402
 
 
-def row(init, steps, seed, ok):
-    return {'scene': 'dev-10', 'backbone': 'alike', 'init': init, 'steps': steps, 'seed': seed,
+def row(init, steps, seed, ok, backbone='alike'):
+    return {'scene': 'dev-10', 'backbone': backbone, 'init': init, 'steps': steps, 'seed': seed,
             'recall_5cm_5deg': ok.count('1') / len(ok), 'within_5cm_5deg': ok}
 
 
@@ -44,6 +44,17 @@ def test_starts_are_compared_with_the_final_random_start_on_the_same_queries_and
     final = got[('random', 2000)]
     assert (final['gained'], final['lost'], final['p_value']) == (0, 0, 1.0)
     assert (got[('random', 200)]['gained'], got[('random', 200)]['lost']) == (0, 2)
+
+
+def test_a_backbone_can_be_compared_with_another_backbones_final_random_start():
+    rows = [row('random', 2000, 0, '1100'), row('random', 2000, 1, '0111'),
+            row('random', 2000, 0, '1110', 'pretrained'),
+            row('random', 2000, 1, '0011', 'pretrained')]
+    got = {r['backbone']: r for r in paired_rows(rows, against_backbone='alike')}
+    mine = got['pretrained']
+    assert mine['reference_backbone'] == 'alike' and mine['random_final_successes'] == 5
+    assert (mine['successes'], mine['gained'], mine['lost']) == (5, 1, 1)
+    assert (got['alike']['gained'], got['alike']['lost']) == (0, 0)
 
 
 def test_runs_without_per_query_outcomes_are_refused(tmp_path):
