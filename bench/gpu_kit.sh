@@ -1,7 +1,7 @@
 #!/bin/sh
 # Build what a lent GPU machine needs to run bench/gpu_check.sh (`make gpu-kit`): that machine
 # has its own Python 3.12 with PyTorch (CUDA), OpenCV, SciPy, ONNX Runtime and safetensors, no
-# ../shared and no package index. The kit (about 35 MB, git-ignored, carried with the run):
+# ../shared and no package index. The kit (about 31 MB, git-ignored, carried with the run):
 #   gpu_kit/kitchen   the dev-20 / dev-10 frames of the 7-Scenes kitchen (memorized + queries)
 #   gpu_kit/weights   alike-n.pth
 #   gpu_kit/wheels    poselib and faiss-cpu for CPython 3.12 on x86_64 Linux (from PyPI)
