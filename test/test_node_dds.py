@@ -363,12 +363,17 @@ def test_map_to_odom_is_republished_between_fixes_and_can_be_left_to_an_ekf(smal
     m2o = _node_transforms(listener, 'map', 'odom')
     assert 1 <= len(poses) <= 4, open(tmp_path / 'node.log').read()
     assert len(m2o) >= 5 * len(poses)             # republished at 20 Hz between the fixes
-    # Every republished map->odom is one of the fixes' (2-4 fixes: which frames the 1 Hz limit
-    # lets through varies, and a single frame of this small map can be 8 cm off).
-    fixes = {tuple(np.round(transform_to_matrix(t.transform)[:3].ravel(), 6)) for t in m2o}
-    assert len(fixes) <= len(poses)
-    errors = [pose_error(transform_to_matrix(t.transform), MAP_FROM_ODOM)[0] for t in m2o]
-    assert np.median(errors) < 0.05 and max(errors) < 0.15
+    # Every republished map->odom is exactly one of the fixes' (its pose composed with the
+    # odometry at its image's stamp). Which 2-4 frames the 1 Hz limit lets through varies from
+    # run to run, so their accuracy is bounded loosely here: a single frame of this small map can
+    # be 8 cm off, doubled over odom's lever arm (the first test measures the poses' accuracy).
+    fix_m2o = [transform_to_matrix(p.pose.pose) @ np.linalg.inv(gt[stamp_to_ns(p.header.stamp)])
+               @ MAP_FROM_ODOM for p in poses]
+    for t in m2o:
+        gaps = [pose_error(transform_to_matrix(t.transform), f) for f in fix_m2o]
+        assert min(dt for dt, _ in gaps) < 1e-3 and min(dr for _, dr in gaps) < 0.05, gaps
+    errors = [pose_error(f, MAP_FROM_ODOM)[0] for f in fix_m2o]
+    assert max(errors) < 0.2, errors
     stamps = [stamp_to_ns(t.header.stamp) for t in m2o]
     assert stamps[-1] > stamps[0]
     ages = [v.value for d in listener.diags for s in d.status for v in s.values
