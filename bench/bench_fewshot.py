@@ -48,7 +48,7 @@ import torch
 
 from scene_reloc.backbones import FeatureExtractor
 from scene_reloc.backbones.alike import ALIKE_CONFIGS, AlikeNet
-from scene_reloc.evaluation import compute_metrics, localize_frames, within
+from scene_reloc.evaluation import compute_metrics, localize_frames, outcome_string
 from scene_reloc.relocalizer import Relocalizer
 from scene_reloc.retrieval.database import build_database
 from scene_reloc_training.learn.corpus import corpus_scenes
@@ -194,8 +194,7 @@ def run_scene(a, scene, bb, weights, init_path):
                          'median_cm': m['median_translation_cm'],
                          'median_deg': m['median_rotation_deg'],
                          # per query, in order: for paired comparisons (bench_fewshot_paired.py)
-                         'within_5cm_5deg': ''.join('1' if ok else '0'
-                                                    for ok in within(records))})
+                         'within_5cm_5deg': outcome_string(records)})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 

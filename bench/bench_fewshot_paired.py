@@ -20,7 +20,7 @@ a single run cannot tell a real difference from the luck of which queries flip. 
 the runs' per-query outcomes (``within_5cm_5deg``, recorded by bench_fewshot.py) and, for every
 start and step budget, compares it with the random start at its final budget on the same
 queries and seeds: successes pooled, queries gained / lost, and the two-sided exact (McNemar)
-p-value of the flips (``scene_reloc.evaluation.paired_comparison``).
+p-value of the flips (``scene_reloc.evaluation.pooled_paired_comparison``).
 
   python bench/bench_fewshot_paired.py out/fewshot_shipped_s0 out/fewshot_shipped_s1
       out/fewshot_shipped_s2 --out out/fewshot_paired.md
@@ -30,7 +30,7 @@ import argparse
 import json
 import os
 
-from scene_reloc.evaluation import paired_comparison
+from scene_reloc.evaluation import pooled_paired_comparison
 
 
 def load_rows(paths):
@@ -66,14 +66,12 @@ def paired_rows(rows, against_backbone=None):
         for init, steps in dict.fromkeys((r['init'], r['steps']) for r in mine):
             runs = {r['seed']: r['within_5cm_5deg'] for r in mine
                     if (r['init'], r['steps']) == (init, steps)}
-            seeds = sorted(set(runs) & set(ref))
-            a = [c == '1' for s in seeds for c in ref[s]]
-            b = [c == '1' for s in seeds for c in runs[s]]
+            c = pooled_paired_comparison(ref, runs)
             out.append({'scene': scene, 'backbone': bb, 'init': init, 'steps': steps,
-                        'seeds': seeds, 'n': len(b), 'successes': sum(b),
+                        'seeds': c.pop('runs'), 'n': c.pop('n'), 'successes': c.pop('successes'),
                         'reference_backbone': against_backbone or bb,
-                        'random_final_steps': final, 'random_final_successes': sum(a),
-                        **paired_comparison(a, b)})
+                        'random_final_steps': final,
+                        'random_final_successes': c.pop('reference_successes'), **c})
     return out
 
 

@@ -52,8 +52,8 @@ from device_arg import add_device_argument, start_run  # noqa: E402
 from scene_reloc.evaluation import (  # noqa: E402
     compute_metrics,
     localize_frames,
-    paired_comparison,
-    within,
+    outcome_string,
+    pooled_paired_comparison,
 )
 from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder  # noqa: E402
 from scene_reloc.relocalizer import Relocalizer  # noqa: E402
@@ -104,13 +104,10 @@ def pooled_table(rows):
         keys = [k for k in outcome if k[:2] == (protocol, head)]
         ref = outcome[keys[0]]
         for k in keys:
-            runs = sorted(set(outcome[k]) & set(ref))
-            a = [c == '1' for r in runs for c in ref[r]]
-            b = [c == '1' for r in runs for c in outcome[k][r]]
-            c = paired_comparison(a, b)
-            lines.append(f'| {protocol} {head} | {k[2]} / {k[3]} | {sum(b)} / {len(b)} | '
-                         f'{sum(a)} ({keys[0][2]} / {keys[0][3]}) | +{c["gained"]} / '
-                         f'-{c["lost"]} | {c["p_value"]} |')
+            c = pooled_paired_comparison(ref, outcome[k])
+            lines.append(f'| {protocol} {head} | {k[2]} / {k[3]} | {c["successes"]} / {c["n"]} | '
+                         f'{c["reference_successes"]} ({keys[0][2]} / {keys[0][3]}) | '
+                         f'+{c["gained"]} / -{c["lost"]} | {c["p_value"]} |')
     return '\n'.join(lines)
 
 
@@ -185,7 +182,7 @@ def query_map(a, reloc, queries, train_seconds):
     """Metrics of one map on one query set (with each query's outcome, and the dither)."""
     records = localize_frames(reloc.localize, queries)
     m = compute_metrics(records, train_seconds=train_seconds)
-    m['within_5cm_5deg'] = ''.join('1' if ok else '0' for ok in within(records))
+    m['within_5cm_5deg'] = outcome_string(records)
     if a.dither:
         seen = [compute_metrics(localize_frames(
             reloc.localize, [Dithered(f, k) for f in queries])) for k in range(a.dither)]

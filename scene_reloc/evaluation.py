@@ -102,7 +102,7 @@ def compute_metrics(records, **extra):
     s = np.array([rec.seconds for rec in records], dtype=np.float64)
 
     def recall(cm, deg):
-        return round(float(np.mean((t * 100 <= cm) & (r <= deg))), 4) if n else 0.0
+        return round(float(np.mean(within(records, cm, deg))), 4) if n else 0.0
 
     out = {
         'n_queries': n,
@@ -129,6 +129,27 @@ def compute_metrics(records, **extra):
 def within(records, cm=5.0, deg=5.0):
     """Per query: localized within ``cm`` and ``deg`` (a failure is an infinite error)."""
     return [bool(r.translation_m * 100 <= cm and r.rotation_deg <= deg) for r in records]
+
+
+def outcome_string(records, cm=5.0, deg=5.0):
+    """Per-query outcomes as text, ``'1'`` within ``cm`` / ``deg`` and ``'0'`` not, in order."""
+    return ''.join('1' if ok else '0' for ok in within(records, cm, deg))
+
+
+def pooled_paired_comparison(reference, other):
+    """
+    :func:`paired_comparison` pooled over the runs (e.g. seeds) both sides have.
+
+    :param reference: ``{run key: outcome string}`` (:func:`outcome_string`) of the reference.
+    :param other: the same for the run compared with it; runs only one side has are left out.
+    :return: ``runs`` (the keys pooled, sorted), ``n`` (queries), ``successes`` and
+        ``reference_successes`` (pooled) and the paired comparison of the pooled queries.
+    """
+    runs = sorted(set(reference) & set(other))
+    a = [c == '1' for k in runs for c in reference[k]]
+    b = [c == '1' for k in runs for c in other[k]]
+    return {'runs': runs, 'n': len(b), 'successes': sum(b), 'reference_successes': sum(a),
+            **paired_comparison(a, b)}
 
 
 def paired_comparison(a_ok, b_ok):

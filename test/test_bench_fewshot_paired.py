@@ -62,3 +62,22 @@ def test_runs_without_per_query_outcomes_are_refused(tmp_path):
     (tmp_path / 'fewshot.json').write_text(json.dumps({'rows': [old]}))
     with pytest.raises(SystemExit, match='per-query outcomes'):
         load_rows([str(tmp_path)])
+
+
+def test_bench_validation_pools_each_runtime_against_the_first_over_seeds_and_query_sets():
+    from bench_validation import pooled_table
+
+    def m(runtime, seed, queries, ok):
+        return {'protocol': 'dev-20', 'head': 'SLD', 'map_runtime': runtime,
+                'query_runtime': runtime, 'seed': seed, 'queries': queries,
+                'within_5cm_5deg': ok}
+    rows = [(None, m('onnxruntime', 0, 'validation', '110')),
+            (None, m('onnxruntime', 0, 'benchmark', '11')),
+            (None, m('onednn', 0, 'validation', '011')),
+            (None, m('onednn', 0, 'benchmark', '11')),
+            (None, m('onednn', 1, 'validation', '111'))]     # no reference run: left out
+    lines = pooled_table(rows).splitlines()
+    assert lines[2] == '| dev-20 SLD | onnxruntime / onnxruntime | 4 / 5 | 4 (onnxruntime / ' \
+        'onnxruntime) | +0 / -0 | 1.0 |'
+    assert lines[3] == '| dev-20 SLD | onednn / onednn | 4 / 5 | 4 (onnxruntime / ' \
+        'onnxruntime) | +1 / -1 | 1.0 |'

@@ -20,7 +20,14 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from scene_reloc.evaluation import compute_metrics, paired_comparison, record_query, within
+from scene_reloc.evaluation import (
+    compute_metrics,
+    outcome_string,
+    paired_comparison,
+    pooled_paired_comparison,
+    record_query,
+    within,
+)
 from scene_reloc.relocalizer import RelocResult
 
 KEYS = {'n_queries', 'n_localized', 'median_translation_cm', 'median_rotation_deg',
@@ -96,6 +103,8 @@ def test_within_counts_a_failure_as_out():
             record_query('c', RelocResult(False, 'too_few_inliers', seconds=0.2), np.eye(4))]
     assert within(recs) == [True, False, False]
     assert within(recs, cm=10) == [True, True, False]
+    assert outcome_string(recs) == '100' and outcome_string(recs, cm=10) == '110'
+    assert compute_metrics(recs)['recall_5cm_5deg'] == pytest.approx(1 / 3, abs=1e-4)
 
 
 def test_paired_comparison_counts_flips_and_tests_them_exactly():
@@ -112,3 +121,15 @@ def test_paired_comparison_counts_flips_and_tests_them_exactly():
         assert paired_comparison(a, b)['p_value'] == pytest.approx(want, abs=1e-4)
     with pytest.raises(ValueError, match='same queries'):
         paired_comparison([True], [True, False])
+
+
+def test_pooled_paired_comparison_pools_only_the_runs_both_sides_have():
+    ref = {0: '1100', 1: '1110', 2: '0000'}
+    other = {0: '1011', 1: '1111', 3: '1111'}      # seed 2 / 3: one side only, left out
+    got = pooled_paired_comparison(ref, other)
+    assert got['runs'] == [0, 1] and got['n'] == 8
+    assert (got['reference_successes'], got['successes']) == (5, 7)
+    # flips: seed 0 gains 2 and loses 1, seed 1 gains 1: the pooled 8 queries' comparison
+    want = paired_comparison([c == '1' for c in '11001110'], [c == '1' for c in '10111111'])
+    assert (got['gained'], got['lost'], got['p_value']) == (3, 1, want['p_value'])
+    assert pooled_paired_comparison(ref, {5: '1'})['n'] == 0

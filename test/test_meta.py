@@ -31,6 +31,7 @@ from scene_reloc_training.learn.meta_train import (
     adapt,
     episode_plan,
     few_step_loss,
+    layer_sets,
     META_LAYERS,
     meta_train,
     MetaConfig,
@@ -48,23 +49,33 @@ SCRIPT = os.path.join(os.path.dirname(sys.executable), 'scene-reloc')
 TOY = RegionHeadConfig(in_dim=16, hidden=32, k1=4, k2=4)
 
 
-def test_one_reptile_step_with_unit_step_size_lands_on_the_adapted_weights():
+@pytest.mark.parametrize('layers, moved, zeroed', [
+    ('trunk', ('trunk.',), ('cls1.',)),
+    ('trunk+level2', ('trunk.', 'proj2.', 'cls2.1.'), ('cls1.', 'cls2.3.'))])
+def test_one_reptile_step_with_unit_step_size_lands_on_the_adapted_weights(layers, moved,
+                                                                           zeroed):
     bufs = toy_buffers(3)
     cfg = MetaConfig(outer_steps=1, meta_batch=1, inner_steps=4, inner_batch=64, outer_lr=1.0,
-                     k1=4, k2=4, hidden=32)
+                     k1=4, k2=4, hidden=32, layers=layers)
     theta, _ = meta_train(bufs, TOY, cfg, progress=False)
     torch.manual_seed(cfg.seed)
-    start = zero_label_layers(RegionClassifier(TOY).state_dict())
+    start = zero_label_layers(RegionClassifier(TOY).state_dict(), layers)
     scenes, seeds = episode_plan(cfg.seed, 0, 1, len(bufs))
     phi, losses = adapt(start, TOY, bufs[scenes[0]], 4, cfg.inner_lr, 64, seeds[0], 'cpu')
     for k in theta:
-        if k.startswith(META_LAYERS):   # what Reptile moves: to phi with a unit step
+        if k.startswith(moved):         # what Reptile moves: to phi with a unit step
             torch.testing.assert_close(theta[k], phi[k])
-        elif k.startswith('cls1.'):     # the level-1 classifier starts at zero
+            assert not torch.equal(theta[k], start[k]), k
+        elif k.startswith(zeroed):      # the label layers start at zero
             assert not theta[k].any() and phi[k].any(), k
-        else:                           # the level-2 branch keeps its random start
+        else:                           # the rest keeps its random start
             torch.testing.assert_close(theta[k], start[k])
     assert losses[-1] < losses[0]
+    assert layer_sets(layers) == (moved, zeroed)
+    if layers == 'trunk':
+        assert META_LAYERS == moved
+    with pytest.raises(ValueError, match='choose one of'):
+        layer_sets('everything')
 
 
 def test_the_meta_learned_start_learns_held_out_scenes_faster_than_a_random_start():

@@ -24,7 +24,7 @@ from scene_reloc_training.learn.distributed import init_distributed
 
 
 def add_parsers(sub):
-    from scene_reloc_training.learn.meta_train import MetaConfig
+    from scene_reloc_training.learn.meta_train import LAYER_SETS, MetaConfig
     d = MetaConfig()
     p = sub.add_parser(
         'meta-train', help='meta-learn the region classifier start for a backbone (Reptile)',
@@ -48,6 +48,10 @@ def add_parsers(sub):
         p.add_argument('--' + name.replace('_', '-'), type=type(v), default=v,
                        help=f'default {v}' + ("; must equal memorize's to be used"
                                               if name in ('k1', 'k2', 'hidden') else ''))
+    p.add_argument('--layers', default=d.layers, choices=sorted(LAYER_SETS),
+                   help='what is meta-learned: the trunk, or the trunk and the level-2 '
+                   "branch's hidden layers (the label layers start at zero either way); "
+                   f'default {d.layers}')
     p.add_argument('--log-every', type=int, default=25, help='outer steps between log rows')
     p.add_argument('--resume', action='store_true', help='continue from OUT.ckpt')
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])

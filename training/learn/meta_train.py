@@ -19,8 +19,9 @@ Each episode is one training scene memorized the way ``memorize`` would (partiti
 feature buffer), trained from the current start ``theta`` for a few SGD steps to ``phi``; the
 outer step moves ``theta`` toward the episodes' ``phi`` (Reptile, Nichol et al. 2018), with a
 linearly decaying step size. Region labels are arbitrary per scene, so what carries over is the
-trunk (:data:`META_LAYERS`); the level-1 classifier starts at zero and the level-2 branch at
-its seeded random start, in every episode and in the result.
+trunk (and, with ``layers='trunk+level2'``, the level-2 branch's hidden layers; see
+:data:`LAYER_SETS`); the label layers start at zero and the rest at its seeded random start, in
+every episode and in the result.
 
 Under ``torchrun`` the episodes of one outer step are split over the ranks and their
 ``phi - theta`` summed with all_reduce, so N processes compute what one process computes with
@@ -41,19 +42,32 @@ from scene_reloc_training.memorize.feature_buffer import build_buffer
 from scene_reloc_training.memorize.region_training import region_loss
 
 CHECKPOINT_FORMAT = 1
-# What Reptile learns: the trunk, the feature transform every scene's labels are read from. The
-# level-1 classifier (its rows are one scene's arbitrary labels) starts at zero, the "zero trick"
-# of Kao et al. 2022; the level-2 branch keeps its standard random start. Measured on held-out
-# synthetic scenes with ALIKE-n: moving every layer killed the level-2 ReLUs (leaf accuracy 1.7 %
-# after 2000 memorize steps, random start 59 %), and meta-learning the level-2 branch with
-# 30-step episodes slowed its later learning (16 % against 59 %).
-META_LAYERS = ('trunk.',)
-ZERO_LAYERS = ('cls1.',)
+# What Reptile learns (MetaConfig.layers): the trunk, the feature transform every scene's labels
+# are read from, and optionally the level-2 branch's hidden layers too. Layers whose rows are one
+# scene's arbitrary labels start at zero, the "zero trick" of Kao et al. 2022: the level-1
+# classifier always, the leaf classifier when the level-2 branch is meta-learned; the region
+# embedding (one row per arbitrary region) keeps its seeded random start. Measured on held-out
+# synthetic scenes with ALIKE-n and 30-step episodes: moving every layer, label layers included,
+# killed the level-2 ReLUs (leaf accuracy 1.7 % after 2000 memorize steps, random start 59 %),
+# and meta-learning the whole level-2 branch slowed its later learning (16 % against 59 %).
+LAYER_SETS = {
+    'trunk': (('trunk.',), ('cls1.',)),
+    'trunk+level2': (('trunk.', 'proj2.', 'cls2.1.'), ('cls1.', 'cls2.3.')),
+}
+META_LAYERS, ZERO_LAYERS = LAYER_SETS['trunk']
 
 
-def zero_label_layers(state):
-    """Return ``state`` with the level-1 classifier zeroed (other layers untouched)."""
-    return {k: torch.zeros_like(v) if k.startswith(ZERO_LAYERS) else v for k, v in state.items()}
+def layer_sets(layers):
+    """(meta-learned, zeroed) parameter-name prefixes of a ``MetaConfig.layers`` value."""
+    if layers not in LAYER_SETS:
+        raise ValueError(f'meta-learned layers {layers!r}: choose one of {sorted(LAYER_SETS)}')
+    return LAYER_SETS[layers]
+
+
+def zero_label_layers(state, layers='trunk'):
+    """Return ``state`` with its label layers zeroed (other layers untouched)."""
+    zero = layer_sets(layers)[1]
+    return {k: torch.zeros_like(v) if k.startswith(zero) else v for k, v in state.items()}
 
 
 @dataclass
@@ -79,6 +93,8 @@ class MetaConfig:
     max_samples: int = 60_000
     """Buffer rows kept per scene (memory)."""
     seed: int = 0
+    layers: str = 'trunk'
+    """What is meta-learned: ``trunk`` or ``trunk+level2`` (see :data:`LAYER_SETS`)."""
 
 
 def scene_buffer(extractor, images, coords, feats, cfg, seed):
@@ -135,9 +151,11 @@ def meta_train(buffers, head_cfg, cfg, device='cpu', progress=True, callback=Non
         raise ValueError(f'the meta-batch ({cfg.meta_batch}) must split evenly over {world} '
                          'processes')
     local = range(rank * cfg.meta_batch // world, (rank + 1) * cfg.meta_batch // world)
+    meta_layers = layer_sets(cfg.layers)[0]
     torch.manual_seed(cfg.seed)
     theta = zero_label_layers({k: v.detach().clone()
-                               for k, v in RegionClassifier(head_cfg).state_dict().items()})
+                               for k, v in RegionClassifier(head_cfg).state_dict().items()},
+                              cfg.layers)
     start, seconds, history = 0, 0.0, []
     if resume and checkpoint and os.path.exists(checkpoint):
         start, seconds, history, theta = _load(checkpoint, run_info)
@@ -153,7 +171,7 @@ def meta_train(buffers, head_cfg, cfg, device='cpu', progress=True, callback=Non
             phi, losses = adapt(theta, head_cfg, buffers[scenes[j]], cfg.inner_steps,
                                 cfg.inner_lr, cfg.inner_batch, seeds[j], device)
             for k in delta:
-                if k.startswith(META_LAYERS):
+                if k.startswith(meta_layers):
                     delta[k] += phi[k] - theta[k]
             last.append(losses[-1])
         if distributed:
@@ -161,7 +179,7 @@ def meta_train(buffers, head_cfg, cfg, device='cpu', progress=True, callback=Non
                 dist.all_reduce(delta[k])
         eps = cfg.outer_lr * (1.0 - step / cfg.outer_steps)
         theta = zero_label_layers({k: theta[k] + eps * delta[k] / cfg.meta_batch
-                                   for k in theta})
+                                   for k in theta}, cfg.layers)
         seconds += time.perf_counter() - t0
         v = float(np.mean(last))
         inner_avg = v if np.isnan(inner_avg) else 0.9 * inner_avg + 0.1 * v
