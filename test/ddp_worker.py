@@ -55,13 +55,17 @@ def toy_scenes(dim, seed=0, heads=('landmark', 'region')):
     return out
 
 
-def toy_buffers(num, dim=16, k1=4, k2=4, rows=4000, seed=0, family=0, offset=3.0):
+def toy_buffers(num, dim=16, k1=4, k2=4, rows=4000, seed=0, family=0, offset=3.0,
+                query_rows=0, query_noise=0.5):
     """
     Feature buffers of a family of toy scenes.
 
     Every scene of a ``family`` shares the descriptor distribution (offset mean, correlated
     scale): what a meta-learned start can learn. Labels are each scene's own: the nearest of
     its random region centres, so nothing about a new scene's labels is known in advance.
+    With ``query_rows``, each scene is a (buffer, query buffer) pair: the query rows are new
+    points of the same scene (same labels) seen with ``query_noise`` on their descriptors,
+    like a new viewpoint.
     """
     mix = np.random.default_rng(family).normal(0, 1, (dim, dim)) * 2.0
     rng = np.random.default_rng([family, seed])
@@ -69,10 +73,16 @@ def toy_buffers(num, dim=16, k1=4, k2=4, rows=4000, seed=0, family=0, offset=3.0
     for _ in range(num):
         z = rng.normal(0, 1, (rows, dim))
         centres = rng.normal(0, 1, (k1 * k2, dim))
-        leaf = np.argmin(((z[:, None] - centres[None]) ** 2).sum(-1), axis=1)
-        desc = torch.from_numpy(z @ mix + offset).half()
-        out.append({'desc': desc, 'leaf': torch.from_numpy(leaf),
-                    'l1': torch.from_numpy(leaf // k2)})
+
+        def labelled(z, desc, centres=centres):
+            leaf = np.argmin(((z[:, None] - centres[None]) ** 2).sum(-1), axis=1)
+            return {'desc': torch.from_numpy(desc @ mix + offset).half(),
+                    'leaf': torch.from_numpy(leaf), 'l1': torch.from_numpy(leaf // k2)}
+        buf = labelled(z, z)
+        if query_rows:
+            zq = rng.normal(0, 1, (query_rows, dim))
+            buf = (buf, labelled(zq, zq + rng.normal(0, query_noise, zq.shape)))
+        out.append(buf)
     return out
 
 

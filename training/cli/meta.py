@@ -52,13 +52,24 @@ def add_parsers(sub):
                    help='what is meta-learned: the trunk, or the trunk and the level-2 '
                    "branch's hidden layers (the label layers start at zero either way); "
                    f'default {d.layers}')
+    p.add_argument('--method', default=d.method, choices=['reptile', 'fomaml'],
+                   help='reptile: the start moves toward the weights each episode adapts to; '
+                   "fomaml: first-order MAML, the start follows the loss on each scene's query "
+                   'views (--query-frames) at the adapted weights, with Adam at --meta-lr; '
+                   f'default {d.method}')
+    p.add_argument('--meta-lr', type=float, default=d.meta_lr,
+                   help=f"FOMAML's outer Adam step size (decays linearly); default {d.meta_lr}")
+    p.add_argument('--query-samples', type=int, default=d.query_samples,
+                   help=f'FOMAML: query rows per episode gradient; default {d.query_samples}')
+    p.add_argument('--query-frames', default='query.txt',
+                   help="FOMAML: each scene's query views (as --frames); default query.txt")
     p.add_argument('--log-every', type=int, default=25, help='outer steps between log rows')
     p.add_argument('--resume', action='store_true', help='continue from OUT.ckpt')
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
     p.add_argument('--quiet', action='store_true')
 
 
-def _buffers(roots, a, ex, cfg, progress):
+def _buffers(roots, a, ex, cfg, progress, with_query):
     from tqdm import tqdm
 
     from scene_reloc_training.learn.meta_train import scene_buffer
@@ -68,14 +79,22 @@ def _buffers(roots, a, ex, cfg, progress):
     for i, root in enumerate(tqdm(roots, desc='scene buffers', unit='scene',
                                   disable=not progress)):
         frames = scene_frames(root, a.frames)
-        images, coords, feats, _ = read_corpus_frames(root, frames, ex,
-                                                      MemorizeConfig(seed=cfg.seed), False)
-        buf, shape = scene_buffer(ex, images, coords, feats, cfg, cfg.seed + i)
+        mem = MemorizeConfig(seed=cfg.seed)
+        images, coords, feats, _ = read_corpus_frames(root, frames, ex, mem, False)
+        query = None
+        if with_query:   # the scene's query views: FOMAML's outer gradient, validation
+            qi, qc, qf, _ = read_corpus_frames(root, scene_frames(root, a.query_frames), ex,
+                                               mem, False)
+            query = (qi, qc, qf)
+        buf, shape, *qbuf = scene_buffer(ex, images, coords, feats, cfg, cfg.seed + i, query)
         if shape != (cfg.k1, cfg.k2):
             print(f'{root}: partition of {shape[0]}x{shape[1]} regions, not {cfg.k1}x{cfg.k2}; '
                   'skipped', file=sys.stderr)
             continue
-        out.append(buf)
+        if qbuf and not len(qbuf[0]['desc']):
+            print(f'{root}: no query view with depth; skipped', file=sys.stderr)
+            continue
+        out.append((buf, qbuf[0] if qbuf else None))
     return out
 
 
@@ -93,34 +112,43 @@ def cmd_meta_train(a):
     ex = FeatureExtractor(a.backbone, a.backbone_weights, a.device)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     progress = not a.quiet and rank == 0
-    buffers = _buffers(roots, a, ex, cfg, progress)
-    val_buffers = _buffers(val, a, ex, cfg, False) if rank == 0 else []
-    if not buffers:
+    train = _buffers(roots, a, ex, cfg, progress, cfg.method == 'fomaml')
+    val_bufs = _buffers(val, a, ex, cfg, False, True) if rank == 0 else []
+    if not train:
         raise ValueError('no usable training scene (see the messages above)')
+    buffers, query_buffers = [b for b, _ in train], [q for _, q in train]
     head_cfg = RegionHeadConfig(ex.descriptor_dim, cfg.hidden, cfg.k1, cfg.k2)
     torch.manual_seed(cfg.seed)
     random_start = RegionClassifier(head_cfg).state_dict()
-    baseline = (few_step_loss(random_start, head_cfg, val_buffers, cfg.inner_steps, cfg,
-                              ex.device) if val_buffers else None)
+
+    def val_losses(theta):   # after --inner-steps on the val scenes: their buffers, query views
+        return [round(v, 4) for v in few_step_loss(theta, head_cfg, val_bufs, cfg.inner_steps, cfg,
+                                                   ex.device, with_query=True)]
+
+    baseline = val_losses(random_start) if val_bufs else [None, None]
 
     def on_log(step, seconds, theta):
-        if not val_buffers:
+        if not val_bufs:
             return {}
-        return {'val_loss_after_inner_steps': round(few_step_loss(
-            theta, head_cfg, val_buffers, cfg.inner_steps, cfg, ex.device), 4)}
+        loss, query_loss = val_losses(theta)
+        return {'val_loss_after_inner_steps': loss, 'val_query_loss_after_inner_steps':
+                query_loss}
 
     run_info = {'config': json.dumps(asdict(cfg)), 'scenes': json.dumps(roots),
                 'backbone': a.backbone, 'weights': ex.weights_sha256 or ''}
     theta, history = meta_train(buffers, head_cfg, cfg, ex.device, progress, on_log,
-                                a.log_every, a.out + '.ckpt', a.resume, run_info)
+                                a.log_every, a.out + '.ckpt', a.resume, run_info,
+                                query_buffers if cfg.method == 'fomaml' else None)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     if rank != 0:
         return
-    info = {'method': 'reptile', 'config': asdict(cfg), 'scenes': len(buffers),
+    info = {'method': cfg.method, 'config': asdict(cfg), 'scenes': len(buffers),
             'command': 'scene-reloc ' + ' '.join(sys.argv[1:]),
-            'val_loss_random_start': baseline,
-            'val_loss_meta_start': history[-1].get('val_loss_after_inner_steps')}
+            'val_loss_random_start': baseline[0],
+            'val_loss_meta_start': history[-1].get('val_loss_after_inner_steps'),
+            'val_query_loss_random_start': baseline[1],
+            'val_query_loss_meta_start': history[-1].get('val_query_loss_after_inner_steps')}
     save_head_init(a.out, theta, 'region_classifier', head_cfg, a.backbone, ex.weights_sha256,
                    info)
     with open(a.out + '.json', 'w') as f:
@@ -141,14 +169,18 @@ def _plot(history, baseline, inner_steps, path):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    ax.plot([r['step'] for r in rows], [r['val_loss_after_inner_steps'] for r in rows], 'o-',
-            label='meta-learned start')
-    ax.axhline(baseline, color='grey', ls='--', label='random start')
-    ax.set(xlabel='Reptile outer step', ylabel=f'val. loss after {inner_steps} steps')
+    steps = [r['step'] for r in rows]
+    for key, base, colour, what in (
+            ('val_loss_after_inner_steps', baseline[0], 'C0', 'memorized views'),
+            ('val_query_loss_after_inner_steps', baseline[1], 'C1', 'query views')):
+        ax.plot(steps, [r[key] for r in rows], 'o-', color=colour,
+                label=f'meta-learned start, {what}')
+        ax.axhline(base, color=colour, ls='--', label=f'random start, {what}')
+    ax.set(xlabel='outer step', ylabel=f'val. loss after {inner_steps} steps')
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
 

@@ -95,20 +95,42 @@ class MetaConfig:
     seed: int = 0
     layers: str = 'trunk'
     """What is meta-learned: ``trunk`` or ``trunk+level2`` (see :data:`LAYER_SETS`)."""
+    method: str = 'reptile'
+    """``reptile``: the start moves toward each episode's adapted weights (fast fitting).
+    ``fomaml``: first-order MAML, the start follows the gradient of the loss on the scene's
+    *query* views (other viewpoints, other lighting) taken at the adapted weights, with Adam:
+    what the memorized head gets wrong on new views is what the start learns from."""
+    meta_lr: float = 1e-3
+    """FOMAML's outer Adam step size at the start (decays linearly to 0)."""
+    query_samples: int = 4096
+    """FOMAML: query-buffer rows in each episode's outer gradient."""
 
 
-def scene_buffer(extractor, images, coords, feats, cfg, seed):
-    """Build a scene's feature buffer and head shape as ``memorize`` does."""
+def scene_buffer(extractor, images, coords, feats, cfg, seed, query=None):
+    """
+    Build a scene's feature buffer and head shape as ``memorize`` does.
+
+    :param query: ``(images, coords, feats)`` of the scene's query views: their buffer (no
+        augmentation, labelled by the same partition) is returned too, for FOMAML.
+    :return: (buffer, (k1, k2)), or (buffer, (k1, k2), query buffer) with ``query``.
+    """
     pts = np.concatenate([c[::4, ::4].reshape(-1, 3) for c in coords])
     partition = HierarchicalPartition.build(pts, cfg.k1, cfg.k2, seed=seed)
-    buf = build_buffer(extractor, images, coords, feats, partition, cfg.augmentations, seed,
-                       progress=False)
+    buf = _capped(build_buffer(extractor, images, coords, feats, partition, cfg.augmentations,
+                               seed, progress=False), cfg.max_samples, seed)
+    if query is None:
+        return buf, (partition.k1, partition.k2)
+    qbuf = _capped(build_buffer(extractor, *query, partition, 0, seed, progress=False),
+                   cfg.max_samples, seed)
+    return buf, (partition.k1, partition.k2), qbuf
+
+
+def _capped(buf, max_samples, seed):
     n = buf['desc'].shape[0]
-    if n > cfg.max_samples:
-        keep = torch.from_numpy(np.random.default_rng(seed).choice(n, cfg.max_samples,
-                                                                   replace=False))
-        buf = {k: v[keep] for k, v in buf.items()}
-    return buf, (partition.k1, partition.k2)
+    if n <= max_samples:
+        return buf
+    keep = torch.from_numpy(np.random.default_rng(seed).choice(n, max_samples, replace=False))
+    return {k: v[keep] for k, v in buf.items()}
 
 
 def adapt(theta, head_cfg, buffer, steps, lr, batch, seed, device):
@@ -129,6 +151,18 @@ def adapt(theta, head_cfg, buffer, steps, lr, batch, seed, device):
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}, losses
 
 
+def query_gradient(phi, head_cfg, buffer, samples, seed, device):
+    """Gradient of the loss on ``samples`` rows of a query buffer, at the adapted ``phi``."""
+    model = RegionClassifier(head_cfg)
+    model.load_state_dict(phi)
+    model.to(device).train()
+    n = buffer['desc'].shape[0]
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:samples]
+    loss = region_loss(model, buffer, idx, device)
+    loss.backward()
+    return {k: p.grad.detach().cpu() for k, p in model.named_parameters()}, float(loss.detach())
+
+
 def episode_plan(seed, step, meta_batch, num_scenes):
     """Scenes and inner-loop seeds of one outer step's episodes."""
     rng = np.random.default_rng([seed, step])
@@ -136,9 +170,12 @@ def episode_plan(seed, step, meta_batch, num_scenes):
 
 
 def meta_train(buffers, head_cfg, cfg, device='cpu', progress=True, callback=None, every=50,
-               checkpoint=None, resume=False, run_info=None):
+               checkpoint=None, resume=False, run_info=None, query_buffers=None):
     """
-    Reptile over the scenes' buffers (all with the head shape ``head_cfg``).
+    Reptile (or FOMAML, ``cfg.method``) over the scenes' buffers.
+
+    All buffers have the head shape ``head_cfg``; FOMAML needs each scene's ``query_buffers``
+    (same order).
 
     :param callback: ``callback(step, seconds, theta)`` on rank 0 every ``every`` outer steps;
         a dict it returns joins that row of the history.
@@ -150,42 +187,61 @@ def meta_train(buffers, head_cfg, cfg, device='cpu', progress=True, callback=Non
     if cfg.meta_batch % world:
         raise ValueError(f'the meta-batch ({cfg.meta_batch}) must split evenly over {world} '
                          'processes')
+    if cfg.method not in ('reptile', 'fomaml'):
+        raise ValueError(f'meta-learning method {cfg.method!r}: reptile or fomaml')
+    fomaml = cfg.method == 'fomaml'
+    if fomaml and (query_buffers is None or len(query_buffers) != len(buffers)):
+        raise ValueError('FOMAML needs a query buffer for every scene')
     local = range(rank * cfg.meta_batch // world, (rank + 1) * cfg.meta_batch // world)
     meta_layers = layer_sets(cfg.layers)[0]
     torch.manual_seed(cfg.seed)
     theta = zero_label_layers({k: v.detach().clone()
                                for k, v in RegionClassifier(head_cfg).state_dict().items()},
                               cfg.layers)
-    start, seconds, history = 0, 0.0, []
+    start, seconds, history, outer_state = 0, 0.0, [], None
     if resume and checkpoint and os.path.exists(checkpoint):
-        start, seconds, history, theta = _load(checkpoint, run_info)
-    inner_avg = float('nan')
+        start, seconds, history, theta, outer_state = _load(checkpoint, run_info)
+    outer = _OuterAdam(theta, meta_layers, cfg.meta_lr, outer_state) if fomaml else None
+    inner_avg = query_avg = float('nan')
     bar = tqdm(range(start, cfg.outer_steps), desc='meta-training (Reptile)', unit='step',
                initial=start, total=cfg.outer_steps, disable=not progress or rank != 0)
     for step in bar:
         t0 = time.perf_counter()
         scenes, seeds = episode_plan(cfg.seed, step, cfg.meta_batch, len(buffers))
         delta = {k: torch.zeros_like(v) for k, v in theta.items()}
-        last = []
+        last, last_query = [], []
         for j in local:
             phi, losses = adapt(theta, head_cfg, buffers[scenes[j]], cfg.inner_steps,
                                 cfg.inner_lr, cfg.inner_batch, seeds[j], device)
+            if fomaml:   # the outer gradient: the query views' loss at phi
+                grad, query_loss = query_gradient(phi, head_cfg, query_buffers[scenes[j]],
+                                                  cfg.query_samples, seeds[j], device)
+                last_query.append(query_loss)
             for k in delta:
                 if k.startswith(meta_layers):
-                    delta[k] += phi[k] - theta[k]
+                    delta[k] += grad[k] if fomaml else phi[k] - theta[k]
             last.append(losses[-1])
         if distributed:
             for k in sorted(delta):
                 dist.all_reduce(delta[k])
-        eps = cfg.outer_lr * (1.0 - step / cfg.outer_steps)
-        theta = zero_label_layers({k: theta[k] + eps * delta[k] / cfg.meta_batch
-                                   for k in theta}, cfg.layers)
+        decay = 1.0 - step / cfg.outer_steps
+        if fomaml:
+            theta = zero_label_layers(outer.step(theta, delta, cfg.meta_batch,
+                                                 cfg.meta_lr * decay), cfg.layers)
+        else:
+            theta = zero_label_layers({k: theta[k] + cfg.outer_lr * decay * delta[k]
+                                       / cfg.meta_batch for k in theta}, cfg.layers)
         seconds += time.perf_counter() - t0
         v = float(np.mean(last))
         inner_avg = v if np.isnan(inner_avg) else 0.9 * inner_avg + 0.1 * v
+        if fomaml:
+            v = float(np.mean(last_query))
+            query_avg = v if np.isnan(query_avg) else 0.9 * query_avg + 0.1 * v
         if (step + 1) % every == 0 or step + 1 == cfg.outer_steps:
             row = {'step': step + 1, 'seconds': round(seconds, 2),
                    'inner_final_loss': round(inner_avg, 4)}
+            if fomaml:   # the meta-objective: the query views' loss after the inner steps
+                row['episode_query_loss'] = round(query_avg, 4)
             if callback is not None and rank == 0:
                 row.update(callback(step + 1, seconds, theta) or {})
             history.append(row)
@@ -194,7 +250,7 @@ def meta_train(buffers, head_cfg, cfg, device='cpu', progress=True, callback=Non
                 tmp = checkpoint + '.tmp'
                 torch.save({'format': CHECKPOINT_FORMAT, 'run_info': run_info or {},
                             'step': step + 1, 'seconds': seconds, 'history': history,
-                            'theta': theta}, tmp)
+                            'theta': theta, 'outer': outer.state() if outer else None}, tmp)
                 os.replace(tmp, checkpoint)
             if distributed:
                 dist.barrier()
@@ -209,10 +265,51 @@ def _load(path, run_info):
     if state.get('run_info', {}) != (run_info or {}):
         raise ValueError(f'{path} was written by a run with other settings; resume with the '
                          'same settings, or remove the checkpoint to start over')
-    return int(state['step']), float(state['seconds']), list(state['history']), state['theta']
+    return (int(state['step']), float(state['seconds']), list(state['history']),
+            state['theta'], state.get('outer'))
 
 
-def few_step_loss(theta, head_cfg, buffers, steps, cfg, device='cpu'):
-    """Mean training loss after ``steps`` inner steps over ``buffers``, from ``theta``."""
-    return float(np.mean([adapt(theta, head_cfg, b, steps, cfg.inner_lr, cfg.inner_batch,
-                                1000 + i, device)[1][-1] for i, b in enumerate(buffers)]))
+class _OuterAdam:
+    """Adam on the meta-learned layers of ``theta`` (FOMAML's outer step), resumable."""
+
+    def __init__(self, theta, layers, lr, state=None):
+        self.keys = [k for k in sorted(theta) if k.startswith(layers)]
+        self.params = [torch.nn.Parameter(theta[k].clone()) for k in self.keys]
+        self.opt = torch.optim.Adam(self.params, lr=lr)
+        if state is not None:
+            self.opt.load_state_dict(state)
+
+    def step(self, theta, grad_sum, count, lr):
+        """Return ``theta`` after one Adam step on the mean of the summed gradients."""
+        with torch.no_grad():
+            for k, p in zip(self.keys, self.params):
+                p.copy_(theta[k])
+                p.grad = grad_sum[k] / count
+        for group in self.opt.param_groups:
+            group['lr'] = lr
+        self.opt.step()
+        return {**theta, **{k: p.detach().clone() for k, p in zip(self.keys, self.params)}}
+
+    def state(self):
+        return self.opt.state_dict()
+
+
+def few_step_loss(theta, head_cfg, buffers, steps, cfg, device='cpu', with_query=False):
+    """
+    Mean training loss after ``steps`` inner steps over ``buffers``, from ``theta``.
+
+    With ``with_query``, ``buffers`` holds (buffer, query buffer) pairs and the result is
+    (that loss, the mean loss on the query views at the same adapted weights).
+    """
+    losses, query_losses = [], []
+    for i, b in enumerate(buffers):
+        buf, qbuf = b if with_query else (b, None)
+        phi, lost = adapt(theta, head_cfg, buf, steps, cfg.inner_lr, cfg.inner_batch, 1000 + i,
+                          device)
+        losses.append(lost[-1])
+        if qbuf is not None:
+            query_losses.append(query_gradient(phi, head_cfg, qbuf, cfg.query_samples, 1000 + i,
+                                               device)[1])
+    if with_query:
+        return float(np.mean(losses)), float(np.mean(query_losses))
+    return float(np.mean(losses))
