@@ -115,6 +115,16 @@ def test_one_fomaml_step_is_an_adam_step_on_the_query_loss_gradient_at_the_adapt
         meta_train([b for b, _ in pairs], TOY, cfg, progress=False)
 
 
+def test_meta_training_can_begin_from_a_given_start():
+    torch.manual_seed(5)
+    given = RegionClassifier(TOY).state_dict()
+    cfg = MetaConfig(outer_steps=1, meta_batch=1, inner_steps=2, inner_batch=64, outer_lr=0.0,
+                     k1=4, k2=4, hidden=32)
+    theta, _ = meta_train(toy_buffers(2), TOY, cfg, progress=False, start=given)
+    for k, v in theta.items():     # a zero step: the given start, its label layer zeroed
+        torch.testing.assert_close(v, torch.zeros_like(v) if k.startswith('cls1.') else given[k])
+
+
 def test_fomaml_lowers_its_objective_the_query_views_loss_after_the_inner_steps():
     cfg = MetaConfig(outer_steps=60, meta_batch=2, inner_steps=10, inner_batch=128,
                      inner_lr=3e-3, k1=4, k2=4, hidden=32, method='fomaml', meta_lr=1e-2,

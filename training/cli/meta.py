@@ -63,6 +63,10 @@ def add_parsers(sub):
                    help=f'FOMAML: query rows per episode gradient; default {d.query_samples}')
     p.add_argument('--query-frames', default='query.txt',
                    help="FOMAML: each scene's query views (as --frames); default query.txt")
+    p.add_argument('--init', metavar='START',
+                   help='begin from this head start (a meta-train output for the same backbone '
+                   'and head shape, e.g. a Reptile start that --method fomaml refines); '
+                   'default: a random head')
     p.add_argument('--log-every', type=int, default=25, help='outer steps between log rows')
     p.add_argument('--resume', action='store_true', help='continue from OUT.ckpt')
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
@@ -105,7 +109,7 @@ def cmd_meta_train(a):
     from scene_reloc.region_head import RegionClassifier, RegionHeadConfig
     from scene_reloc_training.learn.meta_train import few_step_loss, meta_train, MetaConfig
     from scene_reloc_training.learn.pretrain_data import write_log
-    from scene_reloc_training.memorize.head_init import save_head_init
+    from scene_reloc_training.memorize.head_init import resolve_head_init, save_head_init
     cfg = MetaConfig(**{k: getattr(a, k) for k in asdict(MetaConfig())})
     rank = init_distributed(a.device)
     roots, val = scene_roots(a)
@@ -120,12 +124,17 @@ def cmd_meta_train(a):
     head_cfg = RegionHeadConfig(ex.descriptor_dim, cfg.hidden, cfg.k1, cfg.k2)
     torch.manual_seed(cfg.seed)
     random_start = RegionClassifier(head_cfg).state_dict()
+    init = None
+    if a.init:   # must fit the backbone, its weights and the head shape
+        init, init_info = resolve_head_init(a.init, 'region_classifier', head_cfg, a.backbone,
+                                            ex.weights_sha256)
 
     def val_losses(theta):   # after --inner-steps on the val scenes: their buffers, query views
         return [round(v, 4) for v in few_step_loss(theta, head_cfg, val_bufs, cfg.inner_steps, cfg,
                                                    ex.device, with_query=True)]
 
     baseline = val_losses(random_start) if val_bufs else [None, None]
+    init_losses = val_losses(init) if init is not None and val_bufs else [None, None]
 
     def on_log(step, seconds, theta):
         if not val_bufs:
@@ -135,10 +144,11 @@ def cmd_meta_train(a):
                 query_loss}
 
     run_info = {'config': json.dumps(asdict(cfg)), 'scenes': json.dumps(roots),
-                'backbone': a.backbone, 'weights': ex.weights_sha256 or ''}
+                'backbone': a.backbone, 'weights': ex.weights_sha256 or '',
+                'init': init_info['head_init_sha256'] if init is not None else ''}
     theta, history = meta_train(buffers, head_cfg, cfg, ex.device, progress, on_log,
                                 a.log_every, a.out + '.ckpt', a.resume, run_info,
-                                query_buffers if cfg.method == 'fomaml' else None)
+                                query_buffers if cfg.method == 'fomaml' else None, init)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     if rank != 0:
@@ -149,6 +159,9 @@ def cmd_meta_train(a):
             'val_loss_meta_start': history[-1].get('val_loss_after_inner_steps'),
             'val_query_loss_random_start': baseline[1],
             'val_query_loss_meta_start': history[-1].get('val_query_loss_after_inner_steps')}
+    if init is not None:
+        info |= {'init': init_info, 'val_loss_init': init_losses[0],
+                 'val_query_loss_init': init_losses[1]}
     save_head_init(a.out, theta, 'region_classifier', head_cfg, a.backbone, ex.weights_sha256,
                    info)
     with open(a.out + '.json', 'w') as f:

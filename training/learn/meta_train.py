@@ -170,12 +170,13 @@ def episode_plan(seed, step, meta_batch, num_scenes):
 
 
 def meta_train(buffers, head_cfg, cfg, device='cpu', progress=True, callback=None, every=50,
-               checkpoint=None, resume=False, run_info=None, query_buffers=None):
+               checkpoint=None, resume=False, run_info=None, query_buffers=None, start=None):
     """
     Reptile (or FOMAML, ``cfg.method``) over the scenes' buffers.
 
     All buffers have the head shape ``head_cfg``; FOMAML needs each scene's ``query_buffers``
-    (same order).
+    (same order). ``start``: the head state to begin from (e.g. a Reptile start that FOMAML
+    then refines; its label layers are zeroed); default the seeded random head.
 
     :param callback: ``callback(step, seconds, theta)`` on rank 0 every ``every`` outer steps;
         a dict it returns joins that row of the history.
@@ -195,16 +196,15 @@ def meta_train(buffers, head_cfg, cfg, device='cpu', progress=True, callback=Non
     local = range(rank * cfg.meta_batch // world, (rank + 1) * cfg.meta_batch // world)
     meta_layers = layer_sets(cfg.layers)[0]
     torch.manual_seed(cfg.seed)
-    theta = zero_label_layers({k: v.detach().clone()
-                               for k, v in RegionClassifier(head_cfg).state_dict().items()},
-                              cfg.layers)
-    start, seconds, history, outer_state = 0, 0.0, [], None
+    theta = zero_label_layers({k: v.detach().clone() for k, v in (
+        start or RegionClassifier(head_cfg).state_dict()).items()}, cfg.layers)
+    first, seconds, history, outer_state = 0, 0.0, [], None
     if resume and checkpoint and os.path.exists(checkpoint):
-        start, seconds, history, theta, outer_state = _load(checkpoint, run_info)
+        first, seconds, history, theta, outer_state = _load(checkpoint, run_info)
     outer = _OuterAdam(theta, meta_layers, cfg.meta_lr, outer_state) if fomaml else None
     inner_avg = query_avg = float('nan')
-    bar = tqdm(range(start, cfg.outer_steps), desc='meta-training (Reptile)', unit='step',
-               initial=start, total=cfg.outer_steps, disable=not progress or rank != 0)
+    bar = tqdm(range(first, cfg.outer_steps), desc=f'meta-training ({cfg.method})', unit='step',
+               initial=first, total=cfg.outer_steps, disable=not progress or rank != 0)
     for step in bar:
         t0 = time.perf_counter()
         scenes, seeds = episode_plan(cfg.seed, step, cfg.meta_batch, len(buffers))
