@@ -51,7 +51,7 @@ CHECKPOINT_FORMAT = 1
 # killed the level-2 ReLUs (leaf accuracy 1.7 % after 2000 memorize steps, random start 59 %),
 # and meta-learning the whole level-2 branch slowed its later learning (16 % against 59 %).
 # 'trunk+level2' with 100-step episodes: worse than 'trunk' on the held-out real scenes (README,
-# "Two other meta-learning methods"), so 'trunk' stays the default.
+# "Three other ways to meta-learn the start"), so 'trunk' stays the default.
 LAYER_SETS = {
     'trunk': (('trunk.',), ('cls1.',)),
     'trunk+level2': (('trunk.', 'proj2.', 'cls2.1.'), ('cls1.', 'cls2.3.')),
