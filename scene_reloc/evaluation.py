@@ -146,6 +146,10 @@ def pooled_paired_comparison(reference, other):
         ``reference_successes`` (pooled) and the paired comparison of the pooled queries.
     """
     runs = sorted(set(reference) & set(other))
+    for k in runs:
+        if len(reference[k]) != len(other[k]):
+            raise ValueError(f'run {k!r}: {len(reference[k])} queries in the reference, '
+                             f'{len(other[k])} in the other: not the same queries')
     a = [c == '1' for k in runs for c in reference[k]]
     b = [c == '1' for k in runs for c in other[k]]
     return {'runs': runs, 'n': len(b), 'successes': sum(b), 'reference_successes': sum(a),

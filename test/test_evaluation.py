@@ -133,3 +133,5 @@ def test_pooled_paired_comparison_pools_only_the_runs_both_sides_have():
     want = paired_comparison([c == '1' for c in '11001110'], [c == '1' for c in '10111111'])
     assert (got['gained'], got['lost'], got['p_value']) == (3, 1, want['p_value'])
     assert pooled_paired_comparison(ref, {5: '1'})['n'] == 0
+    with pytest.raises(ValueError, match='not the same queries'):   # equal totals, not pairs
+        pooled_paired_comparison({0: '11', 1: '1111'}, {0: '111', 1: '111'})

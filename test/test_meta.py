@@ -126,6 +126,49 @@ def test_meta_training_can_begin_from_a_given_start():
         torch.testing.assert_close(v, torch.zeros_like(v) if k.startswith('cls1.') else given[k])
 
 
+def test_an_interrupted_fomaml_run_resumes_to_the_uninterrupted_result(tmp_path):
+    """The outer Adam's moments are checkpointed: a resumed run is the same run."""
+    pairs = toy_buffers(3, query_rows=300)
+    cfg = MetaConfig(outer_steps=4, meta_batch=1, inner_steps=3, inner_batch=64, k1=4, k2=4,
+                     hidden=32, method='fomaml', meta_lr=1e-2, query_samples=128)
+    bufs, queries = [b for b, _ in pairs], [q for _, q in pairs]
+    whole, _ = meta_train(bufs, TOY, cfg, progress=False, every=1, query_buffers=queries)
+    ckpt = str(tmp_path / 'run.ckpt')
+
+    def stop_at_3(step, seconds, theta):
+        if step == 3:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        meta_train(bufs, TOY, cfg, progress=False, callback=stop_at_3, every=1,
+                   checkpoint=ckpt, query_buffers=queries)
+    assert torch.load(ckpt, weights_only=True)['step'] == 2
+    resumed, history = meta_train(bufs, TOY, cfg, progress=False, every=1, checkpoint=ckpt,
+                                  resume=True, query_buffers=queries)
+    assert [h['step'] for h in history] == [1, 2, 3, 4]
+    for k in whole:
+        torch.testing.assert_close(resumed[k], whole[k], atol=0, rtol=0)
+
+
+def test_fomaml_meta_train_cli_skips_a_scene_without_query_views(small_scene, tmp_path):
+    import shutil
+    root, _, _ = small_scene
+    bare = str(tmp_path / 'all-memorized')
+    shutil.copytree(root, bare)
+    open(os.path.join(bare, 'query.txt'), 'w').close()      # every frame memorized
+    out = str(tmp_path / 'fo.safetensors')
+    r = subprocess.run([SCRIPT, 'meta-train', '--data', root, bare, '--out', out, '--backbone',
+                        'handcrafted', '--method', 'fomaml', '--outer-steps', '2',
+                        '--inner-steps', '2', '--inner-batch', '64', '--query-samples', '64',
+                        '--k1', '16', '--k2', '16', '--log-every', '1', '--device', 'cpu',
+                        '--quiet'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info['method'] == 'fomaml' and info['scenes'] == 1
+    assert 'no query views' in r.stderr and bare in r.stderr
+    rows = json.load(open(out + '.json'))['history']
+    assert [h['step'] for h in rows] == [1, 2] and all('episode_query_loss' in h for h in rows)
+
+
 def test_fomaml_lowers_its_objective_the_query_views_loss_after_the_inner_steps():
     cfg = MetaConfig(outer_steps=60, meta_batch=2, inner_steps=10, inner_batch=128,
                      inner_lr=3e-3, k1=4, k2=4, hidden=32, method='fomaml', meta_lr=1e-2,
@@ -219,7 +262,7 @@ ALIKE_N = os.path.join(SHARED, 'weights', 'alike-n.pth')
 
 
 @pytest.mark.skipif(not os.path.exists(ALIKE_N), reason='../shared/weights not present')
-def test_the_shipped_start_helps_on_a_scene_it_never_saw(tmp_path):
+def test_the_shipped_start_helps_on_a_scene_it_never_saw(tmp_path, monkeypatch):
     """
     The shipped start still helps: fewer steps localize a new room.
 
@@ -229,17 +272,20 @@ def test_the_shipped_start_helps_on_a_scene_it_never_saw(tmp_path):
     from scene_reloc.evaluation import compute_metrics, localize_frames
     from scene_reloc.relocalizer import Relocalizer
     from scene_reloc_training.data.synthetic_scene import write_synthetic_scene
+    from scene_reloc_training.memorize.head_init import SHIPPED
     root = str(tmp_path / 'room')
     mem, query = write_synthetic_scene(root, seed=4242, num_memorize=20, num_query=20,
                                        width=320, height=240, query_lighting=True)
     folder = PosedFrameFolder(root)
+    monkeypatch.delenv('SCENE_RELOC_HEAD_INITS', raising=False)     # the shipped one only
     recall = {}
     for start in ('auto', 'none'):
         path = str(tmp_path / f'{start}.map')
         m = memorize(folder.frames(mem), path, MemorizeConfig(
             backbone='alike-n', backbone_weights=ALIKE_N, device='cpu', iterations=50,
             head_init=start, seed=0), progress=False)
-        assert (m['head_init'] == 'random') == (start == 'none'), m['head_init']
+        want = 'random' if start == 'none' else os.path.join(SHIPPED, 'meta-alike-n.safetensors')
+        assert m['head_init'] == want, m['head_init']
         reloc = Relocalizer.from_file(path, ALIKE_N, 'cpu')
         recall[start] = compute_metrics(localize_frames(reloc.localize,
                                                         folder.frames(query)))['recall_5cm_5deg']

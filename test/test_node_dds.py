@@ -371,7 +371,7 @@ def test_map_to_odom_is_republished_between_fixes_and_can_be_left_to_an_ekf(smal
                @ MAP_FROM_ODOM for p in poses]
     for t in m2o:
         gaps = [pose_error(transform_to_matrix(t.transform), f) for f in fix_m2o]
-        assert min(dt for dt, _ in gaps) < 1e-3 and min(dr for _, dr in gaps) < 0.05, gaps
+        assert any(dt < 1e-3 and dr < 0.05 for dt, dr in gaps), gaps
     errors = [pose_error(f, MAP_FROM_ODOM)[0] for f in fix_m2o]
     assert max(errors) < 0.2, errors
     stamps = [stamp_to_ns(t.header.stamp) for t in m2o]

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""``scene-reloc meta-train``: the meta-learned start of the region classifier (Reptile)."""
+"""``scene-reloc meta-train``: the meta-learned start of the region classifier."""
 
 from dataclasses import asdict
 import json
@@ -27,16 +27,18 @@ def add_parsers(sub):
     from scene_reloc_training.learn.meta_train import LAYER_SETS, MetaConfig
     d = MetaConfig()
     p = sub.add_parser(
-        'meta-train', help='meta-learn the region classifier start for a backbone (Reptile)',
-        description='Meta-learn, with Reptile over few-shot episodes drawn from the training '
-        "scenes, the start that memorize trains a new scene's region classifier from. Writes "
-        "OUT (safetensors head init whose metadata names the backbone, its weights' SHA-256 "
-        'and the head shape), OUT.json (configuration, scenes, history, the loss after '
-        '--inner-steps on the val scenes from this start and from a random one), OUT.csv and '
-        'OUT.png. memorize uses it when you pass --head-init OUT, and by default (--head-init '
-        'auto) when OUT lies in a folder of $SCENE_RELOC_HEAD_INITS or among the shipped '
-        'starts. Runs under torchrun: the episodes of each outer step are split over the '
-        'processes.')
+        'meta-train', help='meta-learn the region classifier start for a backbone (Reptile or '
+        'first-order MAML)',
+        description='Meta-learn, over few-shot episodes drawn from the training scenes (Reptile, '
+        "or first-order MAML on each scene's query views), the start that memorize trains a new "
+        "scene's region classifier from. Writes OUT (safetensors head init whose metadata names "
+        "the backbone, its weights' SHA-256 and the head shape), OUT.json (configuration, "
+        'scenes, history; on the val scenes, the loss after --inner-steps on their memorized '
+        'views and on their query views, from this start, from a random one and from --init), '
+        'OUT.csv and OUT.png. memorize uses it when you pass --head-init OUT, and by default '
+        '(--head-init auto) when OUT lies in a folder of $SCENE_RELOC_HEAD_INITS or among the '
+        'shipped starts. Runs under torchrun: the episodes of each outer step are split over '
+        'the processes.')
     add_scene_arguments(p)   # train scenes are episodes, val scenes measure
     p.add_argument('--out', required=True, help='head-init file to write (.safetensors)')
     p.add_argument('--backbone', default='alike-n',
@@ -47,7 +49,9 @@ def add_parsers(sub):
         v = getattr(d, name)
         p.add_argument('--' + name.replace('_', '-'), type=type(v), default=v,
                        help=f'default {v}' + ("; must equal memorize's to be used"
-                                              if name in ('k1', 'k2', 'hidden') else ''))
+                                              if name in ('k1', 'k2', 'hidden') else '')
+                       + ('; Reptile only (FOMAML steps with --meta-lr)'
+                          if name == 'outer_lr' else ''))
     p.add_argument('--layers', default=d.layers, choices=sorted(LAYER_SETS),
                    help='what is meta-learned: the trunk, or the trunk and the level-2 '
                    "branch's hidden layers (the label layers start at zero either way); "
@@ -62,7 +66,8 @@ def add_parsers(sub):
     p.add_argument('--query-samples', type=int, default=d.query_samples,
                    help=f'FOMAML: query rows per episode gradient; default {d.query_samples}')
     p.add_argument('--query-frames', default='query.txt',
-                   help="FOMAML: each scene's query views (as --frames); default query.txt")
+                   help="each scene's query views (as --frames): FOMAML's outer loss, and the "
+                   "val scenes' generalization loss; default query.txt")
     p.add_argument('--init', metavar='START',
                    help='begin from this head start (a meta-train output for the same backbone '
                    'and head shape, e.g. a Reptile start that --method fomaml refines); '
@@ -73,7 +78,7 @@ def add_parsers(sub):
     p.add_argument('--quiet', action='store_true')
 
 
-def _buffers(roots, a, ex, cfg, progress, with_query):
+def _buffers(roots, a, ex, cfg, progress, with_query, required=False):
     from tqdm import tqdm
 
     from scene_reloc_training.learn.meta_train import scene_buffer
@@ -85,21 +90,35 @@ def _buffers(roots, a, ex, cfg, progress, with_query):
         frames = scene_frames(root, a.frames)
         mem = MemorizeConfig(seed=cfg.seed)
         images, coords, feats, _ = read_corpus_frames(root, frames, ex, mem, False)
-        query = None
-        if with_query:   # the scene's query views: FOMAML's outer gradient, validation
-            qi, qc, qf, _ = read_corpus_frames(root, scene_frames(root, a.query_frames), ex,
-                                               mem, False)
-            query = (qi, qc, qf)
+        query = _query_views(root, a.query_frames, ex, mem) if with_query else None
+        if with_query and query is None and required:
+            print(f'{root}: no query views ({a.query_frames}); skipped', file=sys.stderr)
+            continue
         buf, shape, *qbuf = scene_buffer(ex, images, coords, feats, cfg, cfg.seed + i, query)
         if shape != (cfg.k1, cfg.k2):
             print(f'{root}: partition of {shape[0]}x{shape[1]} regions, not {cfg.k1}x{cfg.k2}; '
                   'skipped', file=sys.stderr)
             continue
-        if qbuf and not len(qbuf[0]['desc']):
+        qbuf = qbuf[0] if qbuf and len(qbuf[0]['desc']) else None
+        if qbuf is None and required:
             print(f'{root}: no query view with depth; skipped', file=sys.stderr)
             continue
-        out.append((buf, qbuf[0] if qbuf else None))
+        out.append((buf, qbuf))
     return out
+
+
+def _query_views(root, spec, ex, mem):
+    """(images, coordinates, features) of a scene's query views, None when it has none."""
+    from scene_reloc.posed_frames import DataError
+    from scene_reloc_training.learn.pretrain_data import read_corpus_frames, scene_frames
+    try:   # a corpus scene whose frames are all memorized has an empty query.txt
+        frames = scene_frames(root, spec)
+    except DataError:
+        return None
+    if not frames:
+        return None
+    images, coords, feats, _ = read_corpus_frames(root, frames, ex, mem, False)
+    return images, coords, feats
 
 
 def cmd_meta_train(a):
@@ -107,7 +126,12 @@ def cmd_meta_train(a):
 
     from scene_reloc.backbones import FeatureExtractor
     from scene_reloc.region_head import RegionClassifier, RegionHeadConfig
-    from scene_reloc_training.learn.meta_train import few_step_loss, meta_train, MetaConfig
+    from scene_reloc_training.learn.meta_train import (
+        few_step_loss,
+        meta_train,
+        MetaConfig,
+        zero_label_layers,
+    )
     from scene_reloc_training.learn.pretrain_data import write_log
     from scene_reloc_training.memorize.head_init import resolve_head_init, save_head_init
     cfg = MetaConfig(**{k: getattr(a, k) for k in asdict(MetaConfig())})
@@ -116,7 +140,8 @@ def cmd_meta_train(a):
     ex = FeatureExtractor(a.backbone, a.backbone_weights, a.device)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     progress = not a.quiet and rank == 0
-    train = _buffers(roots, a, ex, cfg, progress, cfg.method == 'fomaml')
+    fomaml = cfg.method == 'fomaml'
+    train = _buffers(roots, a, ex, cfg, progress, fomaml, required=fomaml)
     val_bufs = _buffers(val, a, ex, cfg, False, True) if rank == 0 else []
     if not train:
         raise ValueError('no usable training scene (see the messages above)')
@@ -130,11 +155,13 @@ def cmd_meta_train(a):
                                             ex.weights_sha256)
 
     def val_losses(theta):   # after --inner-steps on the val scenes: their buffers, query views
-        return [round(v, 4) for v in few_step_loss(theta, head_cfg, val_bufs, cfg.inner_steps, cfg,
-                                                   ex.device, with_query=True)]
+        losses = few_step_loss(theta, head_cfg, val_bufs, cfg.inner_steps, cfg, ex.device,
+                               with_query=True)
+        return [None if v is None else round(v, 4) for v in losses]
 
     baseline = val_losses(random_start) if val_bufs else [None, None]
-    init_losses = val_losses(init) if init is not None and val_bufs else [None, None]
+    init_losses = (val_losses(zero_label_layers(init, cfg.layers))   # as training begins
+                   if init is not None and val_bufs else [None, None])
 
     def on_log(step, seconds, theta):
         if not val_bufs:
@@ -145,10 +172,11 @@ def cmd_meta_train(a):
 
     run_info = {'config': json.dumps(asdict(cfg)), 'scenes': json.dumps(roots),
                 'backbone': a.backbone, 'weights': ex.weights_sha256 or '',
-                'init': init_info['head_init_sha256'] if init is not None else ''}
+                'init': init_info['head_init_sha256'] if init is not None else '',
+                'frames': a.frames, 'query_frames': a.query_frames}
     theta, history = meta_train(buffers, head_cfg, cfg, ex.device, progress, on_log,
                                 a.log_every, a.out + '.ckpt', a.resume, run_info,
-                                query_buffers if cfg.method == 'fomaml' else None, init)
+                                query_buffers if fomaml else None, init)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     if rank != 0:
@@ -186,6 +214,8 @@ def _plot(history, baseline, inner_steps, path):
     for key, base, colour, what in (
             ('val_loss_after_inner_steps', baseline[0], 'C0', 'memorized views'),
             ('val_query_loss_after_inner_steps', baseline[1], 'C1', 'query views')):
+        if base is None or any(r.get(key) is None for r in rows):
+            continue
         ax.plot(steps, [r[key] for r in rows], 'o-', color=colour,
                 label=f'meta-learned start, {what}')
         ax.axhline(base, color=colour, ls='--', label=f'random start, {what}')

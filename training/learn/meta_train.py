@@ -13,19 +13,22 @@
 # limitations under the License.
 
 """
-Meta-learned start of the region classifier (Reptile), as SRC does for few-shot memorizing.
+Meta-learned start of the region classifier (Reptile or first-order MAML), as SRC does.
 
 Each episode is one training scene memorized the way ``memorize`` would (partition, frozen
-feature buffer), trained from the current start ``theta`` for a few SGD steps to ``phi``; the
-outer step moves ``theta`` toward the episodes' ``phi`` (Reptile, Nichol et al. 2018), with a
-linearly decaying step size. Region labels are arbitrary per scene, so what carries over is the
-trunk (and, with ``layers='trunk+level2'``, the level-2 branch's hidden layers; see
-:data:`LAYER_SETS`); the label layers start at zero and the rest at its seeded random start, in
-every episode and in the result.
+feature buffer), trained from the current start ``theta`` for a few Adam steps to ``phi``.
+Reptile (Nichol et al. 2018, the default) moves ``theta`` toward the episodes' ``phi`` with a
+linearly decaying step size; first-order MAML (``method='fomaml'``) steps ``theta`` with Adam
+along the gradient of the loss on the scene's *query* views taken at ``phi``. Region labels are
+arbitrary per scene, so what carries over is the trunk (and, with ``layers='trunk+level2'``,
+the level-2 branch's hidden layers; see :data:`LAYER_SETS`); the label layers start at zero
+and the rest at the seeded random start (or at a given ``start``), in every episode and in the
+result.
 
-Under ``torchrun`` the episodes of one outer step are split over the ranks and their
-``phi - theta`` summed with all_reduce, so N processes compute what one process computes with
-the same meta-batch. Every episode's scene and batches depend only on (seed, outer step, slot).
+Under ``torchrun`` the episodes of one outer step are split over the ranks and their updates
+(``phi - theta``, or the query gradients) summed with all_reduce, so N processes compute what
+one process computes with the same meta-batch. Every episode's scene and batches depend only
+on (seed, outer step, slot).
 """
 
 from dataclasses import dataclass
@@ -223,9 +226,11 @@ def meta_train(buffers, head_cfg, cfg, device='cpu', progress=True, callback=Non
                 if k.startswith(meta_layers):
                     delta[k] += grad[k] if fomaml else phi[k] - theta[k]
             last.append(losses[-1])
-        if distributed:
+        if distributed:   # on the device: NCCL reduces GPU tensors only
             for k in sorted(delta):
-                dist.all_reduce(delta[k])
+                summed = delta[k].to(device)
+                dist.all_reduce(summed)
+                delta[k] = summed.cpu()
         decay = 1.0 - step / cfg.outer_steps
         if fomaml:
             theta = zero_label_layers(outer.step(theta, delta, cfg.meta_batch,
@@ -312,6 +317,6 @@ def few_step_loss(theta, head_cfg, buffers, steps, cfg, device='cpu', with_query
         if qbuf is not None:
             query_losses.append(query_gradient(phi, head_cfg, qbuf, cfg.query_samples, 1000 + i,
                                                device)[1])
-    if with_query:
-        return float(np.mean(losses)), float(np.mean(query_losses))
+    if with_query:   # no scene with query views: no query loss
+        return float(np.mean(losses)), (float(np.mean(query_losses)) if query_losses else None)
     return float(np.mean(losses))
