@@ -111,7 +111,8 @@ def retrieval_state(out, rank):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument('--out', required=True)
-    p.add_argument('--mode', default='pretrain', choices=['pretrain', 'meta', 'retrieval'])
+    p.add_argument('--mode', default='pretrain',
+                   choices=['pretrain', 'meta', 'meta-fomaml', 'retrieval'])
     p.add_argument('--iterations', type=int, default=4)
     a = p.parse_args()
     torch.set_num_threads(1)
@@ -131,11 +132,19 @@ def main():
                  **{f'heads.{k}': v for k, v in heads.state_dict().items()}}
     elif a.mode == 'retrieval':
         state = retrieval_state(a.out, rank)
-    else:
+    elif a.mode == 'meta':
         cfg = MetaConfig(outer_steps=a.iterations, meta_batch=4, inner_steps=3, inner_batch=64,
                          k1=4, k2=4, hidden=16)
         theta, _ = meta_train(toy_buffers(3), RegionHeadConfig(16, 16, 4, 4), cfg,
                               progress=False)
+        state = dict(theta)
+    else:   # first-order MAML: the ranks' query gradients summed, then one outer Adam step
+        cfg = MetaConfig(outer_steps=a.iterations, meta_batch=4, inner_steps=3, inner_batch=64,
+                         k1=4, k2=4, hidden=16, method='fomaml', meta_lr=1e-2,
+                         query_samples=128)
+        pairs = toy_buffers(3, query_rows=300)
+        theta, _ = meta_train([b for b, _ in pairs], RegionHeadConfig(16, 16, 4, 4), cfg,
+                              progress=False, query_buffers=[q for _, q in pairs])
         state = dict(theta)
     os.makedirs(a.out, exist_ok=True)
     torch.save(state, os.path.join(a.out, f'rank{rank}.pt'))

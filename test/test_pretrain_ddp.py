@@ -68,6 +68,19 @@ def test_meta_training_on_two_processes_matches_one_process_on_the_same_meta_bat
             assert torch.equal(init[k], r0[k]), k
 
 
+def test_fomaml_on_two_processes_matches_one_process_on_the_same_meta_batch(tmp_path):
+    r0 = _run_both(tmp_path, 'meta-fomaml')
+    torch.manual_seed(0)
+    init = RegionClassifier(RegionHeadConfig(16, 16, 4, 4)).state_dict()
+    for k in init:   # the outer Adam moved the trunk only
+        if k.startswith('trunk.'):
+            assert not torch.equal(init[k], r0[k]), k
+        elif k.startswith('cls1.'):
+            assert not r0[k].any(), k
+        else:
+            assert torch.equal(init[k], r0[k]), k
+
+
 def test_retrieval_training_on_two_processes_matches_one_process(tmp_path):
     r0 = _run_both(tmp_path, 'retrieval')
     # It trained: the adapter left its zero start, the patch projection its identity start.
