@@ -143,9 +143,12 @@ def main():
                          k1=4, k2=4, hidden=16, method='fomaml', meta_lr=1e-2,
                          query_samples=128)
         pairs = toy_buffers(3, query_rows=300)
-        theta, _ = meta_train([b for b, _ in pairs], RegionHeadConfig(16, 16, 4, 4), cfg,
-                              progress=False, query_buffers=[q for _, q in pairs])
-        state = dict(theta)
+        theta, history = meta_train([b for b, _ in pairs], RegionHeadConfig(16, 16, 4, 4), cfg,
+                                    progress=False, query_buffers=[q for _, q in pairs],
+                                    every=1)
+        # the logged losses cover every rank's episodes: the same history as one process
+        state = {**theta, 'history.losses': torch.tensor(
+            [[h['inner_final_loss'], h['episode_query_loss']] for h in history])}
     os.makedirs(a.out, exist_ok=True)
     torch.save(state, os.path.join(a.out, f'rank{rank}.pt'))
     if torch.distributed.is_initialized():

@@ -70,6 +70,7 @@ def test_meta_training_on_two_processes_matches_one_process_on_the_same_meta_bat
 
 def test_fomaml_on_two_processes_matches_one_process_on_the_same_meta_batch(tmp_path):
     r0 = _run_both(tmp_path, 'meta-fomaml')
+    assert r0.pop('history.losses').shape == (4, 2)    # every rank logs all episodes' losses
     torch.manual_seed(0)
     init = RegionClassifier(RegionHeadConfig(16, 16, 4, 4)).state_dict()
     for k in init:   # the outer Adam moved the trunk only

@@ -226,11 +226,16 @@ def meta_train(buffers, head_cfg, cfg, device='cpu', progress=True, callback=Non
                 if k.startswith(meta_layers):
                     delta[k] += grad[k] if fomaml else phi[k] - theta[k]
             last.append(losses[-1])
+        # Every episode's losses, on every rank: the history is the one-process history.
+        episode_losses = torch.tensor([sum(last), sum(last_query)], dtype=torch.float64)
         if distributed:   # on the device: NCCL reduces GPU tensors only
             for k in sorted(delta):
                 summed = delta[k].to(device)
                 dist.all_reduce(summed)
                 delta[k] = summed.cpu()
+            summed = episode_losses.to(device)
+            dist.all_reduce(summed)
+            episode_losses = summed.cpu()
         decay = 1.0 - step / cfg.outer_steps
         if fomaml:
             theta = zero_label_layers(outer.step(theta, delta, cfg.meta_batch,
@@ -239,10 +244,10 @@ def meta_train(buffers, head_cfg, cfg, device='cpu', progress=True, callback=Non
             theta = zero_label_layers({k: theta[k] + cfg.outer_lr * decay * delta[k]
                                        / cfg.meta_batch for k in theta}, cfg.layers)
         seconds += time.perf_counter() - t0
-        v = float(np.mean(last))
+        v = float(episode_losses[0]) / cfg.meta_batch
         inner_avg = v if np.isnan(inner_avg) else 0.9 * inner_avg + 0.1 * v
         if fomaml:
-            v = float(np.mean(last_query))
+            v = float(episode_losses[1]) / cfg.meta_batch
             query_avg = v if np.isnan(query_avg) else 0.9 * query_avg + 0.1 * v
         if (step + 1) % every == 0 or step + 1 == cfg.outer_steps:
             row = {'step': step + 1, 'seconds': round(seconds, 2),
