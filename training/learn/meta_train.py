@@ -59,7 +59,6 @@ LAYER_SETS = {
     'trunk': (('trunk.',), ('cls1.',)),
     'trunk+level2': (('trunk.', 'proj2.', 'cls2.1.'), ('cls1.', 'cls2.3.')),
 }
-META_LAYERS, ZERO_LAYERS = LAYER_SETS['trunk']
 
 
 def layer_sets(layers):
@@ -156,14 +155,19 @@ def adapt(theta, head_cfg, buffer, steps, lr, batch, seed, device):
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}, losses
 
 
-def query_gradient(phi, head_cfg, buffer, samples, seed, device):
-    """Gradient of the loss on ``samples`` rows of a query buffer, at the adapted ``phi``."""
+def query_loss(phi, head_cfg, buffer, samples, seed, device):
+    """Return the loss on ``samples`` query-buffer rows at the adapted ``phi``, and the model."""
     model = RegionClassifier(head_cfg)
     model.load_state_dict(phi)
     model.to(device).train()
     n = buffer['desc'].shape[0]
     idx = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:samples]
-    loss = region_loss(model, buffer, idx, device)
+    return region_loss(model, buffer, idx, device), model
+
+
+def query_gradient(phi, head_cfg, buffer, samples, seed, device):
+    """Gradient of the loss on ``samples`` rows of a query buffer, at the adapted ``phi``."""
+    loss, model = query_loss(phi, head_cfg, buffer, samples, seed, device)
     loss.backward()
     return {k: p.grad.detach().cpu() for k, p in model.named_parameters()}, float(loss.detach())
 
@@ -320,8 +324,9 @@ def few_step_loss(theta, head_cfg, buffers, steps, cfg, device='cpu', with_query
                           device)
         losses.append(lost[-1])
         if qbuf is not None:
-            query_losses.append(query_gradient(phi, head_cfg, qbuf, cfg.query_samples, 1000 + i,
-                                               device)[1])
+            with torch.no_grad():
+                query_losses.append(float(query_loss(phi, head_cfg, qbuf, cfg.query_samples,
+                                                     1000 + i, device)[0]))
     if with_query:   # no scene with query views: no query loss
         return float(np.mean(losses)), (float(np.mean(query_losses)) if query_losses else None)
     return float(np.mean(losses))
