@@ -21,7 +21,8 @@ labelling excluded) from each run's pretrain.json. One batch holds one scene, so
 equals iterations/s. With ``--init W`` (ALIKE-n weights) pretraining keeps their detector and
 descriptors (a teacher pass per batch, the default from weights), and ``--meta-steps N`` also
 times ``scene-reloc meta-train`` (N outer steps of ``--meta-batch 2`` episodes, 100 inner steps
-each; buffers excluded) alone and on 2 processes. Prints one metrics JSON per run and the table.
+each; buffers excluded) alone and on 2 processes (on GPUs one process per GPU, so a machine
+with one GPU runs one). Prints one metrics JSON per run and the table.
 
   python bench/bench_pretrain_throughput.py --corpus out/corpus/corpus.json --out out/throughput
   python bench/bench_pretrain_throughput.py --corpus out/corpus_real/corpus.json
@@ -34,13 +35,15 @@ import os
 import subprocess
 import sys
 
-SCRIPT = os.path.join(os.path.dirname(sys.executable), 'scene-reloc')
-TORCHRUN = os.path.join(os.path.dirname(sys.executable), 'torchrun')
+# As modules of this interpreter, so that it also runs where the package is on PYTHONPATH only
+# (the lent GPU machine, bench/gpu_check.sh) and no console script is installed.
+CLI = ['-m', 'scene_reloc_training.cli']
 
 
 def _launch(args, procs, threads):
-    cmd = [SCRIPT] + args if procs == 1 else [TORCHRUN, '--standalone', '--nproc_per_node',
-                                              str(procs), SCRIPT] + args
+    cmd = [sys.executable] + CLI + args if procs == 1 else \
+        [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node',
+         str(procs)] + CLI + args
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
 
@@ -86,13 +89,28 @@ def main():
                    help='pretrain from these weights (keeping their detector and descriptors)')
     p.add_argument('--meta-steps', type=int, default=0,
                    help='also time meta-train for this many outer steps (needs --init W)')
+    p.add_argument('--skip-pretrain', action='store_true',
+                   help='time meta-train only (with --meta-steps)')
     a = p.parse_args()
     if a.meta_steps and a.init == 'scratch':
         p.error('--meta-steps needs --init (the ALIKE-n weights to meta-train on)')
+    if a.skip_pretrain and not a.meta_steps:
+        p.error('--skip-pretrain leaves nothing to time without --meta-steps')
     cores = os.cpu_count() or 1
-    rows = [run(a, 1, cores, a.device), run(a, 2, max(1, cores // 2), a.device)]
+    procs = [1, 2]
+    if a.device == 'cuda':
+        import torch
+        if not torch.cuda.is_available():
+            p.error('--device cuda: PyTorch sees no GPU here')
+        # NCCL takes one GPU per process: two processes need two GPUs.
+        gpus = torch.cuda.device_count()
+        procs = [n for n in procs if n <= gpus]
+        if len(procs) < 2:
+            print(f'{gpus} GPU: the 2-process runs need 2 GPUs (NCCL: one per process); '
+                  'skipped', file=sys.stderr)
+    rows = [] if a.skip_pretrain else [run(a, n, max(1, cores // n), a.device) for n in procs]
     if a.meta_steps:
-        rows += [run_meta(a, 1, cores, a.device), run_meta(a, 2, max(1, cores // 2), a.device)]
+        rows += [run_meta(a, n, max(1, cores // n), a.device) for n in procs]
     for r in rows:
         print(json.dumps(r))
     print('| run | device | processes x threads | global batch | images/s or episodes/s | '

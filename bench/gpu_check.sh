@@ -1,16 +1,25 @@
 #!/bin/sh
-# The GPU figures of issue 15 in one prepared run, for a session that is lent a GPU machine.
+# The GPU figures of issues 15 and 16 in one prepared run, for a session lent a GPU machine.
 # Here first: make gpu-kit (bench/gpu_kit.sh). Then with the device tool, from the repo root:
-#   run(command="sh bench/gpu_check.sh", carry=["gpu_kit"], timeout_s=560)
-# It runs bench_query_speed.py with --device cuda on the kit's dev-20 frames (memorize both
-# scene models, then every query setting that applies to CUDA, and the SIFT peer on the CPU)
-# and leaves the table, its JSON and the GPU's name under $OUT (or out/gpu_check).
+#   run(command="sh bench/gpu_check.sh", carry=["gpu_kit"], timeout_s=590)
+# 1. Training (issue 16): renders a 10-scene synthetic corpus there, then
+#    bench_pretrain_throughput.py --device cuda (pretraining from ALIKE-n with its detector kept,
+#    global batch 4 and 16, and meta-train), one process per GPU.
+# 2. Query speed (issue 15): bench_query_speed.py with --device cuda on the kit's dev-20 frames
+#    (memorize both scene models, every query setting that applies to CUDA, the SIFT peer on the
+#    CPU).
+# Each part runs under its own time limit and a failing part does not stop the next. The logs,
+# the tables and their JSON, and the GPU's name come back under $OUT (or out/gpu_check):
+# machine.txt, corpus.log, train.log, train16.log, query.log, results.tar.gz.
 # Locally, DEVICE=cpu PY=.venv/bin/python sh bench/gpu_check.sh runs the same on the CPU.
-set -eu
+set -u
 KIT=${KIT:-gpu_kit}
 OUT=${OUT:-out/gpu_check}
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
+ITERATIONS=${ITERATIONS:-300}   # pretraining iterations per run
+META_STEPS=${META_STEPS:-10}    # meta-train outer steps per run
+PARTS=${PARTS:-corpus train train16 query}
 test -d "$KIT/kitchen" || { echo "no $KIT/kitchen: run make gpu-kit here first" >&2; exit 2; }
 mkdir -p "$OUT"
 # The packages as their source folders (no install step); poselib / faiss from the kit's wheels
@@ -19,15 +28,42 @@ P=/tmp/scene_reloc_path
 mkdir -p "$P"
 ln -sfn "$PWD/scene_reloc" "$P/scene_reloc"
 ln -sfn "$PWD/training" "$P/scene_reloc_training"
-export PYTHONPATH="$P${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$P${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 if ! $PY -c 'import poselib, faiss' 2>/dev/null; then
     $PY -m pip install --quiet --no-deps --no-index --target "$P" "$KIT"/wheels/*.whl
 fi
-$PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
-      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")' | tee "$OUT/machine.txt"
-nproc >> "$OUT/machine.txt"
+{
+    $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
+          torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")'
+    echo "cpus $(nproc)"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
+} | tee "$OUT/machine.txt"
 WORK=/tmp/gpu_check_work
-$PY bench/bench_query_speed.py --data "$KIT/kitchen" --weights "$KIT/weights" \
-    --device "$DEVICE" --threads 2 --out "$WORK" 2>&1 | tail -40
-cp "$WORK"/*.md "$WORK"/*.json "$OUT/" 2>/dev/null || true
+rm -rf "$WORK"
+mkdir -p "$WORK"
+part() {   # part NAME SECONDS COMMAND...: run it under a time limit, log it, go on if it fails
+    name=$1 limit=$2
+    shift 2
+    case " $PARTS " in *" $name "*) ;; *) return 0 ;; esac
+    start=$(date +%s)
+    timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+    rc=$?
+    tail -25 "$OUT/$name.log"
+    echo "== $name: exit $rc after $(( $(date +%s) - start )) s (limit $limit s)" \
+        | tee -a "$OUT/$name.log"
+}
+part corpus 90 $PY -m scene_reloc_training.cli make-corpus --out "$WORK/corpus" --scenes 10 \
+    --seed 0
+TRAIN="$PY bench/bench_pretrain_throughput.py --corpus $WORK/corpus/corpus.json --scenes 7
+    --init $KIT/weights/alike-n.pth --device $DEVICE"
+# shellcheck disable=SC2086   # TRAIN is split into words on purpose
+part train 150 $TRAIN --meta-steps "$META_STEPS" --iterations "$ITERATIONS" \
+    --out "$WORK/throughput"
+# shellcheck disable=SC2086
+part train16 90 $TRAIN --batch-size 16 --iterations "$(( ITERATIONS / 2 ))" \
+    --out "$WORK/throughput16"
+part query 220 $PY bench/bench_query_speed.py --data "$KIT/kitchen" --weights "$KIT/weights" \
+    --device "$DEVICE" --threads 2 --out "$WORK/query_speed"
+(cd "$WORK" && find throughput throughput16 query_speed \
+    \( -name '*.json' -o -name '*.md' -o -name '*.csv' \) -print0 2>/dev/null | xargs -0 tar czf "$OUT/results.tar.gz")
 ls -la "$OUT"

@@ -33,7 +33,7 @@ import numpy as np
 from scene_reloc.artifact import refuse_unknown_keys, refuse_wrong_types
 from scene_reloc.backbones import BackboneError, FeatureExtractor
 from scene_reloc.pnp import PnPConfig, solve_pnp
-from scene_reloc.precision import PRECISIONS
+from scene_reloc.precision import no_tf32, PRECISIONS
 from scene_reloc.scene_map import load_scene_map, SceneMapError
 from scene_reloc.scene_models import build_scene_model, FEATURES_KEYPOINTS
 from scene_reloc.weights import default_weights_path
@@ -248,9 +248,10 @@ class Relocalizer:
 
     def features(self, image_rgb_u8):
         """Backbone features of one image, as the scene model asks for them."""
-        if self.scene_model.features_needed(self.config) == FEATURES_KEYPOINTS:
-            return self.extractor.extract(image_rgb_u8, self.config.max_keypoints)
-        return self.extractor.extract_grid(image_rgb_u8)
+        with no_tf32():
+            if self.scene_model.features_needed(self.config) == FEATURES_KEYPOINTS:
+                return self.extractor.extract(image_rgb_u8, self.config.max_keypoints)
+            return self.extractor.extract_grid(image_rgb_u8)
 
     def localize(self, image_rgb_u8, K):
         """
@@ -278,8 +279,9 @@ class Relocalizer:
         t0 = time.perf_counter() if t0 is None else t0
         K = np.asarray(K, dtype=np.float64)
         H, W = image_hw
-        frames = self.retrieve(features) if self.config.retrieved_frames > 0 else None
-        corr = self.scene_model.correspondences(features, (H, W), self.config, frames)
+        with no_tf32():
+            frames = self.retrieve(features) if self.config.retrieved_frames > 0 else None
+            corr = self.scene_model.correspondences(features, (H, W), self.config, frames)
         p2, p3, weights = corr.points2d, corr.points3d, corr.weights
         n = len(p2)
         if n < max(4, self.config.min_inliers):

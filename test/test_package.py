@@ -82,3 +82,18 @@ def test_core_does_not_probe_gpu_at_import():
             'print("ok")')
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_training_runs_without_pycolmap_or_ros():
+    # A GPU training machine has PyTorch but neither pycolmap nor ROS: pretrain, meta-train and
+    # memorize-with-depth must get through their imports there (pycolmap is for RGB-only).
+    code = ('import sys\n'
+            'for m in ("pycolmap", "rosbags", "rclpy"):\n'
+            '    sys.modules[m] = None\n'
+            'import scene_reloc_training.cli.pretrain, scene_reloc_training.cli.meta\n'
+            'import scene_reloc_training.learn.pretrain_backbone\n'
+            'import scene_reloc_training.learn.meta_train\n'
+            'import scene_reloc_training.memorize.memorize_scene\n'
+            'print("ok")')
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert r.returncode == 0 and 'ok' in r.stdout, r.stderr

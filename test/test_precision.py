@@ -18,12 +18,15 @@ import numpy as np
 import pytest
 import torch
 
+from scene_reloc.posed_frames import PosedFrameFolder
 from scene_reloc.precision import (
     autocast,
     cpu_has_native_bf16,
+    no_tf32,
     resolve_precision,
 )
 from scene_reloc.region_head import RegionClassifier, RegionHeadConfig
+from scene_reloc.relocalizer import Relocalizer
 from scene_reloc_training.memorize.region_training import train_region_head
 
 
@@ -81,3 +84,66 @@ def test_query_head_in_bf16_localizes_as_well(small_scene, small_map):
     assert np.median(errors['bf16']) < np.median(errors['fp32']) + 0.01
     with pytest.raises(ValueError, match='head_precision'):
         LocalizerConfig.from_dict({'head_precision': 'fp8'})
+
+
+def _tf32_flags():
+    return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+
+@pytest.mark.parametrize('before', [(True, True), (True, False), (False, False)])
+def test_no_tf32_turns_both_flags_off_and_restores_them(before):
+    saved = _tf32_flags()
+    try:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+        with no_tf32():
+            assert _tf32_flags() == (False, False)
+            with no_tf32():
+                pass
+            assert _tf32_flags() == (False, False)
+        assert _tf32_flags() == before
+        with pytest.raises(RuntimeError), no_tf32():
+            raise RuntimeError('inside')
+        assert _tf32_flags() == before
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_a_query_runs_its_backbone_and_scene_model_without_tf32(small_scene, small_map,
+                                                                 monkeypatch):
+    root, _, query = small_scene
+    reloc = Relocalizer.from_file(small_map[0], device='cpu')
+    seen = []
+
+    def recording(fn):
+        def wrapped(*args, **kwargs):
+            seen.append((fn.__name__, _tf32_flags()))
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(reloc.extractor, 'extract', recording(reloc.extractor.extract))
+    monkeypatch.setattr(reloc.scene_model, 'correspondences',
+                        recording(reloc.scene_model.correspondences))
+    frame = PosedFrameFolder(root).frames(query[:1])[0]
+    saved = _tf32_flags()
+    try:   # PyTorch's default on a GPU: TF32 convolutions (the flags are not plain attributes)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        assert reloc.localize(frame.load_color(), frame.K).success
+        assert _tf32_flags() == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    assert seen == [('extract', (False, False)), ('correspondences', (False, False))]
+
+
+def test_memorize_runs_without_tf32(monkeypatch):
+    from scene_reloc_training.memorize import memorize_scene
+    seen = []
+    monkeypatch.setattr(memorize_scene, '_memorize',
+                        lambda *args: seen.append(_tf32_flags()) or {'train_seconds': 0.0})
+    saved = _tf32_flags()
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        assert memorize_scene.memorize([], 'unused.map') == {'train_seconds': 0.0}
+        assert _tf32_flags() == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    assert seen == [(False, False)]

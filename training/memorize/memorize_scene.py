@@ -34,6 +34,7 @@ from scene_reloc.artifact import refuse_unknown_keys
 from scene_reloc.backbones import FeatureExtractor
 from scene_reloc.partition import HierarchicalPartition
 from scene_reloc.posed_frames import CAMERA_RECORD
+from scene_reloc.precision import no_tf32
 from scene_reloc.region_head import RegionHeadConfig
 from scene_reloc.relocalizer import LocalizerConfig
 from scene_reloc.retrieval.database import build_database, frame_items_tensors
@@ -167,8 +168,16 @@ def memorize(frames, out_path, cfg=MemorizeConfig(), resume=False, progress=True
     """
     Memorize ``frames`` (list of :class:`PosedFrame`) into the scene map ``out_path``.
 
+    Float32 work runs in full float32, without TF32 on a GPU (as the queries do:
+    :func:`scene_reloc.precision.no_tf32`).
+
     :return: summary dict (``train_seconds``, ``map_megabytes``, training statistics).
     """
+    with no_tf32():
+        return _memorize(frames, out_path, cfg, resume, progress, frame_root)
+
+
+def _memorize(frames, out_path, cfg, resume, progress, frame_root):
     t0 = time.perf_counter()
     if cfg.head not in ('region_classifier', 'landmark_detector'):
         raise ValueError(f'head must be region_classifier or landmark_detector, got {cfg.head!r}')

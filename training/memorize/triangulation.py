@@ -31,8 +31,10 @@ classifier's scene coordinates (:func:`keypoint_coordinates`), and pose refineme
 """
 
 import numpy as np
-import pycolmap
 import torch
+
+# pycolmap is imported where it is used: pretraining and meta-training reach this module (for
+# keypoint_coordinates) and must run where pycolmap is not installed (a GPU training machine).
 
 
 class _UnionFind:
@@ -66,6 +68,7 @@ def mutual_matches(desc_a, desc_b, min_similarity):
 
 
 def _pycolmap_view(world_from_cam, K, size_wh):
+    import pycolmap
     cam_from_world = np.linalg.inv(world_from_cam)
     rigid = pycolmap.Rigid3d(pycolmap.Rotation3d(cam_from_world[:3, :3]), cam_from_world[:3, 3])
     cam = pycolmap.Camera(model='PINHOLE', width=int(size_wh[0]), height=int(size_wh[1]),
@@ -129,6 +132,7 @@ def triangulated_candidates(frame_feats, poses, Ks, sizes_wh, max_gap=3, min_sim
     roots = np.array([uf.find(i) for i in range(int(offsets[-1]))])
     order = np.argsort(roots, kind='stable')
     splits = np.nonzero(np.diff(roots[order]))[0] + 1
+    import pycolmap
     views = [_pycolmap_view(p, K, s) for p, K, s in zip(poses, Ks, sizes_wh)]
     options = pycolmap.EstimateTriangulationOptions()
     options.residual_type = pycolmap.TriangulationResidualType.REPROJECTION_ERROR
