@@ -38,6 +38,7 @@ import torch
 
 from scene_reloc.artifact import ArtifactError, load_artifact, read_header, save_artifact
 from scene_reloc.backbones import FeatureExtractor, sha256_of_file
+from scene_reloc.precision import no_tf32
 from scene_reloc.relocalizer import (
     BAD_INPUT,
     DAMAGED_FILE_ERRORS,
@@ -258,6 +259,7 @@ class SiteLocalizer:
         order = [int(i) for i in np.argsort(-per_map) if per_map[i] > 0]
         return order[:self.config.max_maps], per_map
 
+    @no_tf32()
     def localize(self, image_rgb_u8, K):
         """Localize in the site: the pose in the chosen map, or "none of them" with why."""
         t0 = time.perf_counter()

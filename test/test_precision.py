@@ -27,6 +27,7 @@ from scene_reloc.precision import (
 )
 from scene_reloc.region_head import RegionClassifier, RegionHeadConfig
 from scene_reloc.relocalizer import Relocalizer
+from scene_reloc.site import SiteLocalizer
 from scene_reloc_training.memorize.region_training import train_region_head
 
 
@@ -147,3 +148,23 @@ def test_memorize_runs_without_tf32(monkeypatch):
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
     assert seen == [(False, False)]
+
+
+def test_a_site_query_runs_without_tf32(site, monkeypatch):
+    out, _, roots = site
+    loc = SiteLocalizer.from_file(out, device='cpu')
+    seen = []
+    extract = loc.extractor.extract
+    monkeypatch.setattr(loc.extractor, 'extract',
+                        lambda *a, **k: seen.append(_tf32_flags()) or extract(*a, **k))
+    root, query = roots['lab']
+    frame = PosedFrameFolder(root).frames(query[:1])[0]
+    saved = _tf32_flags()
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        loc.localize(frame.load_color(), frame.K)
+        loc.localize(frame.load_color(), frame.K)
+        assert _tf32_flags() == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    assert seen == [(False, False)] * 2
