@@ -102,6 +102,7 @@ def run_settings(name, path, queries, device, summary):
         frames = queries if scale == 1.0 else [Resized(f, scale) for f in queries]
         m = compute_metrics(localize_frames(reloc.localize, frames),
                             train_seconds=summary['train_seconds'],
+                            buffer_seconds=summary.get('buffer_seconds'),
                             map_megabytes=summary['map_megabytes'])
         m.update(stage_times(reloc, frames), runtime=reloc.extractor.runtime)
         rows.append((f'{name} | {label}', m))
@@ -137,7 +138,8 @@ def interleaved_table(p50, peer):
 
 def table(rows):
     head = ('| scene model / setting | runtime | recall 5cm/5deg | median cm | s/query p50 | '
-            'p95 | backbone p50 | correspondences p50 | PnP p50 | memorize s |\n'
+            'p95 | backbone p50 | correspondences p50 | PnP p50 | memorize s (of it: frames and '
+            'buffer) |\n'
             + '|---' * 10 + '|\n')
     lines = []
     for label, m in rows:
@@ -146,7 +148,8 @@ def table(rows):
                      f'{m["median_translation_cm"]} | {m["seconds_per_query_p50"]} | '
                      f'{m["seconds_per_query_p95"]} | {m.get("features_s_p50", "")} | '
                      f'{m.get("correspondences_s_p50", "")} | {m.get("pnp_s_p50", "")} | '
-                     f'{m.get("train_seconds")} |')
+                     f'{m.get("train_seconds")}'
+                     + (f' ({m["buffer_seconds"]})' if m.get('buffer_seconds') else '') + ' |')
     return head + '\n'.join(lines)
 
 
