@@ -93,3 +93,30 @@ def test_covariance_is_symmetric_positive_and_residuals_are_reprojection_errors(
     assert np.all(np.linalg.eigvalsh(cov) > 0)
     assert np.isclose(np.median(res), np.median(np.linalg.norm(
         project(transform_points(invert_pose(T), X), K)[0] - uv, axis=1)))
+
+
+def test_ransac_stopping_rule_and_seed_reach_poselib_and_both_rules_find_the_pose(monkeypatch):
+    import scene_reloc.pnp as pnp
+    rng = np.random.default_rng(1)
+    T, uv, X = scene(rng, 400, noise_px=0.5, outliers=0.6)
+    seen = []
+    estimate = pnp.poselib.estimate_absolute_pose
+
+    def spy(p2, p3, camera, ransac, bundle):
+        pose, info = estimate(p2, p3, camera, ransac, bundle)
+        seen.append((ransac['dyn_num_trials_mult'], ransac['seed'], info['iterations']))
+        return pose, info
+
+    monkeypatch.setattr(pnp.poselib, 'estimate_absolute_pose', spy)
+    for mult in (3.0, 1.0):
+        for seed in (0, 7):
+            sol = solve_pnp(uv, X, K, (640, 480), PnPConfig(trials_mult=mult, seed=seed))
+            t, r = pose_error(sol.world_from_cam, T)
+            assert t < 0.01 and r < 0.3
+    assert [s[:2] for s in seen] == [(3.0, 0), (3.0, 7), (1.0, 0), (1.0, 7)]
+    # The textbook rule (1) stops after fewer trials than poselib's default (3).
+    assert max(s[2] for s in seen[2:]) < min(s[2] for s in seen[:2])
+    again = solve_pnp(uv, X, K, (640, 480), PnPConfig(seed=7))
+    assert seen[-1] == seen[1]   # a seed repeats its run exactly
+    assert np.allclose(again.world_from_cam, solve_pnp(uv, X, K, (640, 480),
+                                                       PnPConfig(seed=7)).world_from_cam)
