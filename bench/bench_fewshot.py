@@ -141,7 +141,14 @@ def scenes(a):
         (os.path.basename(r), scene_frames(r, 'memorize.txt'), scene_frames(r, 'query.txt'), {})
         for r in corpus_scenes(a.corpus, 'test')[:a.test_scenes]]
     if a.data:
+        if a.kitchen_queries == 'validation':   # choose on these, report on the benchmark's
+            from bench_validation import VALIDATION
+            listed = os.path.join(a.out, 'kitchen-validation.txt')
+            os.makedirs(a.out, exist_ok=True)
+            with open(listed, 'w') as f:
+                f.write('\n'.join(VALIDATION) + '\n')
         for name, (mem, query) in DEV.items():
+            query = listed if a.kitchen_queries == 'validation' else query
             out.append((name, scene_frames(a.data, mem), scene_frames(a.data, query), {}))
     if a.real_data:
         for name in ('studyroom', 'tabletop'):
@@ -317,6 +324,9 @@ def main():
                    'meta+imprint')
     p.add_argument('--weights', required=True, help='folder with alike-n.pth')
     p.add_argument('--data', help='7-Scenes redkitchen dev folder (dev-20 / dev-10 rows)')
+    p.add_argument('--kitchen-queries', default='benchmark', choices=['benchmark', 'validation'],
+                   help="the kitchen's queries: the benchmark's (15:700:10) or the validation "
+                        'split of bench_validation.py (to choose settings on)')
     p.add_argument('--out', default='out/fewshot')
     p.add_argument('--test-scenes', type=int, default=2)
     p.add_argument('--budgets', default='50,200,650,2000',
