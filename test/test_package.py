@@ -62,38 +62,38 @@ def test_every_python_file_has_the_licence_header():
     assert not missing, missing
 
 
+def _runs_in_a_fresh_interpreter(code):
+    r = subprocess.run([sys.executable, '-c', code + '\nprint("ok")'], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and r.stdout.strip().endswith('ok'), r.stderr
+
+
 def test_core_imports_without_ros_or_training():
-    code = ('import sys, importlib, pkgutil, scene_reloc\n'
-            'for m in pkgutil.walk_packages(scene_reloc.__path__, "scene_reloc."):\n'
-            '    if not m.name.startswith("scene_reloc.ros"):\n'
-            '        importlib.import_module(m.name)\n'
-            'bad = [m for m in sys.modules if m.split(".")[0] in ("rclpy", "scene_reloc_training")'
-            ' or m.endswith("_msgs")]\n'
-            'assert not bad, bad\n'
-            'print("ok")')
-    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
-    assert r.returncode == 0 and 'ok' in r.stdout, r.stderr
+    _runs_in_a_fresh_interpreter(
+        'import sys, importlib, pkgutil, scene_reloc\n'
+        'for m in pkgutil.walk_packages(scene_reloc.__path__, "scene_reloc."):\n'
+        '    if not m.name.startswith("scene_reloc.ros"):\n'
+        '        importlib.import_module(m.name)\n'
+        'bad = [m for m in sys.modules if m.split(".")[0] in ("rclpy", "scene_reloc_training")'
+        ' or m.endswith("_msgs")]\n'
+        'assert not bad, bad')
 
 
 def test_core_does_not_probe_gpu_at_import():
-    code = ('import torch\n'
-            'torch.cuda.is_available = lambda: (_ for _ in ()).throw(RuntimeError("probed"))\n'
-            'import scene_reloc.relocalizer, scene_reloc.backbones\n'
-            'print("ok")')
-    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    _runs_in_a_fresh_interpreter(
+        'import torch\n'
+        'torch.cuda.is_available = lambda: (_ for _ in ()).throw(RuntimeError("probed"))\n'
+        'import scene_reloc.relocalizer, scene_reloc.backbones')
 
 
 def test_training_runs_without_pycolmap_or_ros():
     # A GPU training machine has PyTorch but neither pycolmap nor ROS: pretrain, meta-train and
     # memorize-with-depth must get through their imports there (pycolmap is for RGB-only).
-    code = ('import sys\n'
-            'for m in ("pycolmap", "rosbags", "rclpy"):\n'
-            '    sys.modules[m] = None\n'
-            'import scene_reloc_training.cli.pretrain, scene_reloc_training.cli.meta\n'
-            'import scene_reloc_training.learn.pretrain_backbone\n'
-            'import scene_reloc_training.learn.meta_train\n'
-            'import scene_reloc_training.memorize.memorize_scene\n'
-            'print("ok")')
-    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
-    assert r.returncode == 0 and 'ok' in r.stdout, r.stderr
+    _runs_in_a_fresh_interpreter(
+        'import sys\n'
+        'for m in ("pycolmap", "rosbags", "rclpy"):\n'
+        '    sys.modules[m] = None\n'
+        'import scene_reloc_training.cli.pretrain, scene_reloc_training.cli.meta\n'
+        'import scene_reloc_training.learn.pretrain_backbone\n'
+        'import scene_reloc_training.learn.meta_train\n'
+        'import scene_reloc_training.memorize.memorize_scene')
