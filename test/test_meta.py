@@ -287,3 +287,14 @@ def test_the_shipped_start_helps_on_a_scene_it_never_saw(tmp_path, monkeypatch):
         recall[start] = compute_metrics(localize_frames(reloc.localize,
                                                         folder.frames(query)))['recall_5cm_5deg']
     assert recall['auto'] >= 0.6 and recall['auto'] >= recall['none'] + 0.4, recall
+
+
+@pytest.mark.parametrize('method, flag, other', [('fomaml', '--outer-lr', '--meta-lr'),
+                                                 ('reptile', '--meta-lr', '--outer-lr')])
+def test_meta_train_refuses_the_other_methods_step_size(method, flag, other, tmp_path, capsys):
+    from scene_reloc_training.cli import main
+    code = main(['meta-train', '--data', str(tmp_path), '--out', str(tmp_path / 's.safetensors'),
+                 '--method', method, flag, '0.5'])
+    err = capsys.readouterr().err
+    assert code == 2 and f'{flag} is the other method' in err and other in err
+    assert not os.listdir(tmp_path)

@@ -47,7 +47,9 @@ def add_parsers(sub):
     for name in ('outer_steps', 'meta_batch', 'inner_steps', 'inner_lr', 'inner_batch',
                  'outer_lr', 'k1', 'k2', 'hidden', 'augmentations', 'max_samples', 'seed'):
         v = getattr(d, name)
-        p.add_argument('--' + name.replace('_', '-'), type=type(v), default=v,
+        # The step sizes of one method only: None when not given, so the other method refuses.
+        p.add_argument('--' + name.replace('_', '-'), type=type(v),
+                       default=None if name == 'outer_lr' else v,
                        help=f'default {v}' + ("; must equal memorize's to be used"
                                               if name in ('k1', 'k2', 'hidden') else '')
                        + ('; Reptile only (FOMAML steps with --meta-lr)'
@@ -61,8 +63,9 @@ def add_parsers(sub):
                    "fomaml: first-order MAML, the start follows the loss on each scene's query "
                    'views (--query-frames) at the adapted weights, with Adam at --meta-lr; '
                    f'default {d.method}')
-    p.add_argument('--meta-lr', type=float, default=d.meta_lr,
-                   help=f"FOMAML's outer Adam step size (decays linearly); default {d.meta_lr}")
+    p.add_argument('--meta-lr', type=float, default=None,
+                   help=f"FOMAML's outer Adam step size (decays linearly); default {d.meta_lr}; "
+                   'FOMAML only (Reptile steps with --outer-lr)')
     p.add_argument('--query-samples', type=int, default=d.query_samples,
                    help=f'FOMAML: query rows per episode gradient; default {d.query_samples}')
     p.add_argument('--query-frames', default='query.txt',
@@ -134,7 +137,16 @@ def cmd_meta_train(a):
     )
     from scene_reloc_training.learn.pretrain_data import write_log
     from scene_reloc_training.memorize.head_init import resolve_head_init, save_head_init
-    cfg = MetaConfig(**{k: getattr(a, k) for k in asdict(MetaConfig())})
+    given = {'reptile': ('--meta-lr', a.meta_lr), 'fomaml': ('--outer-lr', a.outer_lr)}
+    flag, value = given[a.method]
+    if value is not None:
+        other = '--outer-lr' if a.method == 'reptile' else '--meta-lr'
+        raise ValueError(f"{flag} is the other method's step size: --method {a.method} steps "
+                         f'with {other}')
+    defaults = MetaConfig()
+    a.outer_lr = defaults.outer_lr if a.outer_lr is None else a.outer_lr
+    a.meta_lr = defaults.meta_lr if a.meta_lr is None else a.meta_lr
+    cfg = MetaConfig(**{k: getattr(a, k) for k in asdict(defaults)})
     rank = init_distributed(a.device)
     roots, val = scene_roots(a)
     ex = FeatureExtractor(a.backbone, a.backbone_weights, a.device)
