@@ -26,10 +26,12 @@ otherwise let cuDNN compute float32 convolutions in TF32.
 
 import contextlib
 import functools
+import os
 
 import torch
 
 PRECISIONS = ('auto', 'bf16', 'fp32')
+ALLOW_TF32_ENV = 'SCENE_RELOC_ALLOW_TF32'
 
 
 @functools.lru_cache(maxsize=None)
@@ -82,8 +84,12 @@ def no_tf32():
     queries (92.8 % within 5 cm / 5 deg against 98.6 % with TF32 off, memorize and queries on
     the GPU, one run each; bench/gpu_check.sh), the region classifier 1 (98.6 % against 100 %).
     The flags are PyTorch's globals, so they are restored afterwards; on a CPU they change
-    nothing.
+    nothing. ``SCENE_RELOC_ALLOW_TF32=1`` in the environment leaves PyTorch's flags as they are
+    (to measure what TF32 does, as bench/gpu_check.sh does).
     """
+    if os.environ.get(ALLOW_TF32_ENV) == '1':
+        yield
+        return
     conv, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:

@@ -109,6 +109,20 @@ def test_no_tf32_turns_both_flags_off_and_restores_them(before):
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+def test_the_environment_can_leave_tf32_to_pytorch(monkeypatch):
+    saved = _tf32_flags()
+    monkeypatch.setenv('SCENE_RELOC_ALLOW_TF32', '1')
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        with no_tf32():
+            assert _tf32_flags() == (True, True)
+        monkeypatch.setenv('SCENE_RELOC_ALLOW_TF32', '0')
+        with no_tf32():
+            assert _tf32_flags() == (False, False)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def test_a_query_runs_its_backbone_and_scene_model_without_tf32(small_scene, small_map,
                                                                  monkeypatch):
     root, _, query = small_scene
