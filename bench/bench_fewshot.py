@@ -363,7 +363,8 @@ def main():
                 for bb, w in bbs.items():
                     rows += run_scene(a, scene, bb, w, inits[bb][0])
             meta_info = {bb: {'seconds': v[1], 'scenes': v[2]} for bb, v in inits.items()}
-    result = {'rows': rows, 'summary': summarize(rows), 'meta_train': meta_info}
+    result = {'rows': rows, 'summary': summarize(rows), 'meta_train': meta_info,
+              'kitchen_queries': a.kitchen_queries}
     with open(os.path.join(a.out, 'fewshot.json'), 'w') as f:
         json.dump(result, f, indent=2)
     lines = table(rows, result['summary'])

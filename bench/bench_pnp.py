@@ -59,6 +59,9 @@ def parse_variant(text):
     kv = {}
     for item in filter(None, spec.split(',')):
         key, _, value = item.partition('=')
+        if key == 'seed':
+            raise SystemExit(f'--variants {text!r}: RANSAC seeds are --ransac-seeds, the same '
+                             'for every variant')
         if key not in types:
             raise SystemExit(f'--variants {text!r}: {key!r} is no PnPConfig field '
                              f'({", ".join(types)})')

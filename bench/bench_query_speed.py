@@ -47,6 +47,7 @@ from sift_peer import SiftPeer  # noqa: E402
 
 from scene_reloc.evaluation import compute_metrics, localize_frames  # noqa: E402
 from scene_reloc.pnp import solve_pnp  # noqa: E402
+from scene_reloc.precision import no_tf32  # noqa: E402
 from scene_reloc.relocalizer import Relocalizer  # noqa: E402
 from scene_reloc_training.memorize.memorize_scene import memorize, MemorizeConfig  # noqa: E402
 
@@ -72,7 +73,8 @@ def stage_times(reloc, frames):
         t0 = time.perf_counter()
         feats = reloc.features(img)
         t1 = time.perf_counter()
-        corr = reloc.scene_model.correspondences(feats, img.shape[:2], reloc.config)
+        with no_tf32():   # as Relocalizer.localize_features runs them
+            corr = reloc.scene_model.correspondences(feats, img.shape[:2], reloc.config)
         t2 = time.perf_counter()
         if len(corr) >= 4:
             solve_pnp(corr.points2d, corr.points3d, f.K, (img.shape[1], img.shape[0]),

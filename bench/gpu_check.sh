@@ -2,12 +2,14 @@
 # The GPU figures of issues 15 and 16 in one prepared run, for a session lent a GPU machine.
 # Here first: make gpu-kit (bench/gpu_kit.sh). Then with the device tool, from the repo root:
 #   run(command="sh bench/gpu_check.sh", carry=["gpu_kit"], timeout_s=600)
-# 1. Training (issue 16): renders a 10-scene synthetic corpus there, then
+# 1. Query speed (issue 15): bench_query_speed.py with --device cuda on the kit's dev-20 frames
+#    (memorize both scene models, every query setting that applies to CUDA, the SIFT peer on the
+#    CPU), then the same with PyTorch's TF32 defaults.
+# 2. Training (issue 16): renders a 10-scene synthetic corpus there, then
 #    bench_pretrain_throughput.py --device cuda (pretraining from ALIKE-n with its detector kept,
 #    global batch 4 and 16, and meta-train), one process per GPU.
-# 2. Query speed (issue 15): bench_query_speed.py with --device cuda on the kit's dev-20 frames
-#    (memorize both scene models, every query setting that applies to CUDA, the SIFT peer on the
-#    CPU).
+# The parts' own limits add up to more than one device command may run (600 s); measured there:
+# about 105 + 105 + 64 + 84 + 55 s. What is still unknown runs first.
 # Each part runs under its own time limit and a failing part does not stop the next. The logs,
 # the tables and their JSON, and the GPU's name come back under $OUT (or out/gpu_check):
 # machine.txt, corpus.log, train.log, train16.log, query.log, query_tf32.log, results.tar.gz.
@@ -22,6 +24,7 @@ META_STEPS=${META_STEPS:-10}    # meta-train outer steps per run
 PARTS=${PARTS:-corpus train train16 query query_tf32}
 test -d "$KIT/kitchen" || { echo "no $KIT/kitchen: run make gpu-kit here first" >&2; exit 2; }
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)   # the tables are packed from inside the work folder
 # The packages as their source folders (no install step); poselib / faiss from the kit's wheels
 # only where the machine lacks them.
 P=/tmp/scene_reloc_path
@@ -55,6 +58,13 @@ part() {   # part NAME SECONDS COMMAND...: run it under a time limit, log it, go
     (cd "$WORK" && find . -maxdepth 3 \( -name '*.json' -o -name '*.md' -o -name '*.csv' \) \
         -not -path './corpus/*' -print0 | xargs -0 -r tar czf "$OUT/results.tar.gz")
 }
+part query 220 $PY bench/bench_query_speed.py --data "$KIT/kitchen" --weights "$KIT/weights" \
+    --device "$DEVICE" --threads 2 --out "$WORK/query_speed"
+# The same with PyTorch's TF32 defaults (what scene_reloc.precision.no_tf32 turns off), on the
+# same machine: its first lent H200 gave the landmark detector 92.8 % with TF32, 98.6 % without.
+part query_tf32 180 env SCENE_RELOC_ALLOW_TF32=1 $PY bench/bench_query_speed.py \
+    --data "$KIT/kitchen" --weights "$KIT/weights" --device "$DEVICE" --threads 2 \
+    --out "$WORK/query_speed_tf32"
 part corpus 90 $PY -m scene_reloc_training.cli make-corpus --out "$WORK/corpus" --scenes 10 \
     --seed 0
 TRAIN="$PY bench/bench_pretrain_throughput.py --corpus $WORK/corpus/corpus.json --scenes 7
@@ -65,11 +75,4 @@ part train 150 $TRAIN --meta-steps "$META_STEPS" --iterations "$ITERATIONS" \
 # shellcheck disable=SC2086
 part train16 90 $TRAIN --batch-size 16 --iterations "$(( ITERATIONS / 2 ))" \
     --out "$WORK/throughput16"
-part query 220 $PY bench/bench_query_speed.py --data "$KIT/kitchen" --weights "$KIT/weights" \
-    --device "$DEVICE" --threads 2 --out "$WORK/query_speed"
-# The same with PyTorch's TF32 defaults (what scene_reloc.precision.no_tf32 turns off), on the
-# same machine: its first lent H200 gave the landmark detector 92.8 % with TF32, 98.6 % without.
-part query_tf32 180 env SCENE_RELOC_ALLOW_TF32=1 $PY bench/bench_query_speed.py \
-    --data "$KIT/kitchen" --weights "$KIT/weights" --device "$DEVICE" --threads 2 \
-    --out "$WORK/query_speed_tf32"
 ls -la "$OUT"

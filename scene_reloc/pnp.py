@@ -49,8 +49,8 @@ class PnPConfig:
     and cut the p95 latency by a third; 500 lost a frame of 60)."""
     trials_mult: float = 3.0
     """Factor on the number of trials that ``success_prob`` asks for (poselib's
-    ``dyn_num_trials_mult``, same default). 1 is the textbook rule: 1.4-1.9x faster PnP (p90
-    2-2.4x) on the kitchen's maps, with no measurable loss on the validation split (+3 / -5
+    ``dyn_num_trials_mult``, same default). 1 is the textbook rule: 1.3-2.0x faster PnP (p90
+    1.6-2.4x) on the kitchen's maps, with no significant loss on the validation split (+3 / -5
     queries of 720, p = 0.73) but a loss on the benchmark's queries (+1 / -9 of 828, p = 0.02,
     mostly the landmark detector's dev-10 map), so 3 stays (``bench/bench_pnp.py``)."""
     seed: int = 0

@@ -129,6 +129,9 @@ class LocalizerConfig:
         elif not isinstance(pnp, PnPConfig):
             raise ValueError(f'pnp settings must be a dict, got {pnp!r}')
         cfg = cls(**d, pnp=pnp)
+        if pnp.seed < 0 or not pnp.trials_mult > 0:
+            raise ValueError(f'pnp seed must be >= 0 and trials_mult > 0, got {pnp.seed} and '
+                             f'{pnp.trials_mult}')
         if cfg.refinement not in ('keypoints', 'none'):
             raise ValueError(f'refinement must be keypoints or none, got {cfg.refinement!r}')
         if cfg.head_precision not in PRECISIONS:
@@ -138,8 +141,15 @@ class LocalizerConfig:
 
     def to_dict(self):
         d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d['pnp'] = {f.name: getattr(self.pnp, f.name) for f in fields(self.pnp)}
+        d['pnp'] = {f.name: getattr(self.pnp, f.name) for f in fields(self.pnp)
+                    if f.name not in LATER_PNP_KEYS or getattr(self.pnp, f.name) != f.default}
         return d
+
+
+# PnP settings newer than the maps' format: written only when they differ from their defaults,
+# so a map that does not use them still loads in a node from before them (which refuses keys it
+# does not know, as it must for typos).
+LATER_PNP_KEYS = ('trials_mult', 'seed')
 
 
 @dataclass

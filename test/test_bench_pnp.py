@@ -39,3 +39,5 @@ def test_a_variant_becomes_typed_pnp_settings():
 def test_an_unknown_setting_is_refused_with_the_known_ones():
     with pytest.raises(SystemExit, match="'trial_mult' is no PnPConfig field.*trials_mult"):
         parse_variant('typo:trial_mult=1')
+    with pytest.raises(SystemExit, match='RANSAC seeds are --ransac-seeds'):
+        parse_variant('seeded:seed=3')

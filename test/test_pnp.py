@@ -13,6 +13,7 @@
 # limitations under the License.
 
 import numpy as np
+import pytest
 
 from scene_reloc.geometry import invert_pose, look_at, pose_error, project, transform_points
 from scene_reloc.pnp import PnPConfig, pose_covariance, solve_pnp
@@ -120,3 +121,19 @@ def test_ransac_stopping_rule_and_seed_reach_poselib_and_both_rules_find_the_pos
     assert seen[-1] == seen[1]   # a seed repeats its run exactly
     assert np.allclose(again.world_from_cam, solve_pnp(uv, X, K, (640, 480),
                                                        PnPConfig(seed=7)).world_from_cam)
+
+
+def test_maps_keep_the_newer_pnp_settings_out_unless_they_are_used():
+    from scene_reloc.relocalizer import LocalizerConfig
+    plain = LocalizerConfig().to_dict()
+    # A map that does not use them stays readable by a node from before them.
+    assert 'trials_mult' not in plain['pnp'] and 'seed' not in plain['pnp']
+    assert plain['pnp']['ransac_subset'] == 1000
+    assert LocalizerConfig.from_dict(plain) == LocalizerConfig()
+    tuned = LocalizerConfig(pnp=PnPConfig(trials_mult=1.0, seed=4))
+    d = tuned.to_dict()
+    assert (d['pnp']['trials_mult'], d['pnp']['seed']) == (1.0, 4)
+    assert LocalizerConfig.from_dict(d) == tuned
+    for bad in ({'seed': -1}, {'trials_mult': 0.0}):
+        with pytest.raises(ValueError, match='seed must be >= 0 and trials_mult > 0'):
+            LocalizerConfig.from_dict({'pnp': bad})

@@ -14,6 +14,8 @@
 
 """Head training arithmetic: bf16 autocast where native, float32 weights and optimiser."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -89,6 +91,57 @@ def test_query_head_in_bf16_localizes_as_well(small_scene, small_map):
 
 def _tf32_flags():
     return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+
+@pytest.fixture(autouse=True)
+def _no_tf32_switch_in_the_environment(monkeypatch):
+    monkeypatch.delenv('SCENE_RELOC_ALLOW_TF32', raising=False)
+
+
+def test_no_tf32_speaks_the_newer_pytorch_api_when_the_process_uses_it():
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    saved = matmul.fp32_precision, conv.fp32_precision
+    try:
+        matmul.fp32_precision = conv.fp32_precision = 'tf32'   # the legacy flags now raise
+        with pytest.raises(RuntimeError):
+            _tf32_flags()
+        with no_tf32():
+            assert (matmul.fp32_precision, conv.fp32_precision) == ('ieee', 'ieee')
+        assert (matmul.fp32_precision, conv.fp32_precision) == ('tf32', 'tf32')
+    finally:
+        matmul.fp32_precision, conv.fp32_precision = saved
+    _tf32_flags()   # the legacy flags read again once the new API is back where it was
+
+
+def test_no_tf32_in_overlapping_threads_restores_only_when_the_last_one_leaves():
+    saved = _tf32_flags()
+    a_inside, b_inside, a_left = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def a():
+        with no_tf32():
+            a_inside.set()
+            b_inside.wait(10)
+        a_left.set()
+
+    def b():
+        a_inside.wait(10)
+        with no_tf32():
+            b_inside.set()
+            a_left.wait(10)
+            seen['b after a left'] = _tf32_flags()
+
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        threads = [threading.Thread(target=a), threading.Thread(target=b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert seen['b after a left'] == (False, False)
+        assert _tf32_flags() == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 @pytest.mark.parametrize('before', [(True, True), (True, False), (False, False)])
