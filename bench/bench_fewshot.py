@@ -49,6 +49,7 @@ import torch
 from scene_reloc.backbones import FeatureExtractor
 from scene_reloc.backbones.alike import ALIKE_CONFIGS, AlikeNet
 from scene_reloc.evaluation import compute_metrics, localize_frames, outcome_string
+from scene_reloc.precision import no_tf32
 from scene_reloc.relocalizer import Relocalizer
 from scene_reloc.retrieval.database import build_database
 from scene_reloc_training.learn.corpus import corpus_scenes
@@ -163,6 +164,7 @@ def start_state(start, meta_path):
     return (load_head_init(meta_path) if meta else None), start.endswith('imprint')
 
 
+@no_tf32()   # its maps are memorized and queried as memorize and the relocalizer do
 def run_scene(a, scene, bb, weights, init_path):
     name, mem, queries, overrides = scene
     cfg = MemorizeConfig(backbone='alike-n', backbone_weights=weights, device=a.device,

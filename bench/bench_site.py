@@ -38,6 +38,7 @@ from device_arg import add_device_argument, checked_device  # noqa: E402
 from real_scenes import MAPPED, MEMORIZE_OVERRIDES, out_of_map_images, scene_frames  # noqa: E402, E501
 
 from scene_reloc.evaluation import compute_metrics, map_selection, record_query  # noqa: E402
+from scene_reloc.precision import no_tf32  # noqa: E402
 from scene_reloc.scene_map import load_scene_map  # noqa: E402
 from scene_reloc.site import SiteConfig, SiteLocalizer, write_site  # noqa: E402
 from scene_reloc_training.memorize.memorize_scene import memorize, MemorizeConfig  # noqa: E402
@@ -89,7 +90,8 @@ def main():
         for f in queries[name]:
             img, pose = f.load_color(), f.load_pose()
             # Retrieval alone (before any verification): is this scene's map ranked first?
-            order, _ = site.rank_maps(site.extractor.extract(img, 2048))
+            with no_tf32():   # as SiteLocalizer.localize extracts
+                order, _ = site.rank_maps(site.extractor.extract(img, 2048))
             first += bool(order) and site.names[order[0]] == name
             res = site.localize(img, f.K)
             if res.map_name != name:       # a pose in another map is no pose in this one
