@@ -142,15 +142,16 @@ def scenes(a):
         (os.path.basename(r), scene_frames(r, 'memorize.txt'), scene_frames(r, 'query.txt'), {})
         for r in corpus_scenes(a.corpus, 'test')[:a.test_scenes]]
     if a.data:
+        validation = None
         if a.kitchen_queries == 'validation':   # choose on these, report on the benchmark's
             from bench_validation import VALIDATION
-            listed = os.path.join(a.out, 'kitchen-validation.txt')
+            validation = os.path.join(a.out, 'kitchen-validation.txt')
             os.makedirs(a.out, exist_ok=True)
-            with open(listed, 'w') as f:
+            with open(validation, 'w') as f:
                 f.write('\n'.join(VALIDATION) + '\n')
         for name, (mem, query) in DEV.items():
-            query = listed if a.kitchen_queries == 'validation' else query
-            out.append((name, scene_frames(a.data, mem), scene_frames(a.data, query), {}))
+            out.append((name, scene_frames(a.data, mem),
+                        scene_frames(a.data, validation or query), {}))
     if a.real_data:
         for name in ('studyroom', 'tabletop'):
             mem, query = real_scene_frames(a.real_data, name)

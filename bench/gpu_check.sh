@@ -58,11 +58,11 @@ part() {   # part NAME SECONDS COMMAND...: run it under a time limit, log it, go
     (cd "$WORK" && find . -maxdepth 3 \( -name '*.json' -o -name '*.md' -o -name '*.csv' \) \
         -not -path './corpus/*' -print0 | xargs -0 -r tar czf "$OUT/results.tar.gz")
 }
-part query 220 $PY bench/bench_query_speed.py --data "$KIT/kitchen" --weights "$KIT/weights" \
+part query 260 $PY bench/bench_query_speed.py --data "$KIT/kitchen" --weights "$KIT/weights" \
     --device "$DEVICE" --threads 2 --out "$WORK/query_speed"
 # The same with PyTorch's TF32 defaults (what scene_reloc.precision.no_tf32 turns off), on the
 # same machine: its first lent H200 gave the landmark detector 92.8 % with TF32, 98.6 % without.
-part query_tf32 180 env SCENE_RELOC_ALLOW_TF32=1 $PY bench/bench_query_speed.py \
+part query_tf32 200 env SCENE_RELOC_ALLOW_TF32=1 $PY bench/bench_query_speed.py \
     --data "$KIT/kitchen" --weights "$KIT/weights" --device "$DEVICE" --threads 2 \
     --out "$WORK/query_speed_tf32"
 part corpus 90 $PY -m scene_reloc_training.cli make-corpus --out "$WORK/corpus" --scenes 10 \

@@ -137,12 +137,11 @@ def cmd_meta_train(a):
     )
     from scene_reloc_training.learn.pretrain_data import write_log
     from scene_reloc_training.memorize.head_init import resolve_head_init, save_head_init
-    given = {'reptile': ('--meta-lr', a.meta_lr), 'fomaml': ('--outer-lr', a.outer_lr)}
-    flag, value = given[a.method]
-    if value is not None:
-        other = '--outer-lr' if a.method == 'reptile' else '--meta-lr'
-        raise ValueError(f"{flag} is the other method's step size: --method {a.method} steps "
-                         f'with {other}')
+    # Each method has its own step size; the other's, given, would be silently ignored.
+    if a.method == 'reptile' and a.meta_lr is not None:
+        raise ValueError("--meta-lr is FOMAML's step size: --method reptile steps with --outer-lr")
+    if a.method == 'fomaml' and a.outer_lr is not None:
+        raise ValueError("--outer-lr is Reptile's step size: --method fomaml steps with --meta-lr")
     defaults = MetaConfig()
     a.outer_lr = defaults.outer_lr if a.outer_lr is None else a.outer_lr
     a.meta_lr = defaults.meta_lr if a.meta_lr is None else a.meta_lr
