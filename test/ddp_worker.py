@@ -55,6 +55,32 @@ def toy_scenes(dim, seed=0, heads=('landmark', 'region')):
     return out
 
 
+def planar_scene(dim, frames=4, shift=6, size=(64, 96), seed=0, z=1.0):
+    """
+    Build a textured plane seen by a camera sliding sideways, 1 cm of scene a pixel.
+
+    Frame k+1 is frame k moved ``shift`` pixels to the left: where a pixel of one frame lies in
+    another is known exactly. Region labels and overlapping frames (``partners``) are set.
+    """
+    import cv2
+
+    from scene_reloc_training.learn.matching import overlap_partners
+    rng = np.random.default_rng(seed)
+    H, W = size
+    noise = rng.integers(0, 255, (H, W + shift * frames, 3)).astype(np.uint8)
+    canvas = cv2.GaussianBlur(noise, (0, 0), 1.2)
+    v, u = np.mgrid[0:H, 0:W].astype(np.float32)
+    imgs, coords = [], []
+    for k in range(frames):
+        imgs.append(np.ascontiguousarray(canvas[:, k * shift:k * shift + W]))
+        coords.append(np.stack([(u + k * shift) * 0.01, v * 0.01, np.full_like(u, z)], -1))
+    s = SceneData(imgs, coords=coords, partners=overlap_partners(coords))
+    s.partition = HierarchicalPartition.build(
+        np.concatenate([c.reshape(-1, 3) for c in coords]), 4, 4, seed=0)
+    s.region_cfg = RegionHeadConfig(in_dim=dim, hidden=16, k1=4, k2=4)
+    return s
+
+
 def toy_buffers(num, dim=16, k1=4, k2=4, rows=4000, seed=0, family=0, offset=3.0,
                 query_rows=0, query_noise=0.5):
     """
@@ -112,7 +138,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument('--out', required=True)
     p.add_argument('--mode', default='pretrain',
-                   choices=['pretrain', 'meta', 'meta-fomaml', 'retrieval'])
+                   choices=['pretrain', 'pretrain-matching', 'meta', 'meta-fomaml',
+                            'retrieval'])
     p.add_argument('--iterations', type=int, default=4)
     a = p.parse_args()
     torch.set_num_threads(1)
@@ -128,6 +155,13 @@ def main():
         net, heads, _ = train_whole_network(net, toy_scenes(net.dim), a.iterations,
                                             batch_size=4, progress=False, every=a.iterations,
                                             preserve=Preserve(1.0, 1.0, 0.1))
+    elif a.mode == 'pretrain-matching':
+        # The matching loss: pairs of views, a per-image mean like the other losses.
+        torch.manual_seed(0)
+        net = AlikeNet(*ALIKE_CONFIGS['alike-t'])
+        net, heads, _ = train_whole_network(net, [planar_scene(net.dim)], a.iterations,
+                                            batch_size=4, progress=False, every=a.iterations,
+                                            preserve=Preserve(1.0, 1.0, 0.1), matching_weight=1.0)
         state = {**{f'net.{k}': v for k, v in net.state_dict().items()},
                  **{f'heads.{k}': v for k, v in heads.state_dict().items()}}
     elif a.mode == 'retrieval':

@@ -96,4 +96,12 @@ def test_training_runs_without_pycolmap_or_ros():
         'import scene_reloc_training.cli.pretrain, scene_reloc_training.cli.meta\n'
         'import scene_reloc_training.learn.pretrain_backbone\n'
         'import scene_reloc_training.learn.meta_train\n'
-        'import scene_reloc_training.memorize.memorize_scene')
+        'import scene_reloc_training.memorize.memorize_scene\n'
+        'import scene_reloc_training.memorize.pose_refinement as pr\n'
+        # where it is needed, a missing pycolmap says what to do
+        'try:\n'
+        '    pr.refine_poses([], [], [], [], None)\n'
+        'except ImportError as e:\n'
+        '    assert "pip install pycolmap" in str(e) and "--refine-poses" in str(e), e\n'
+        'else:\n'
+        '    raise AssertionError("no ImportError")')

@@ -19,11 +19,11 @@ import torch
 
 from scene_reloc.backbones.alike import ALIKE_CONFIGS, AlikeNet
 from scene_reloc_training.learn.preserve import (
-    _top_points,
     frozen_copy,
     param_groups,
     preservation_losses,
     Preserve,
+    top_points,
 )
 from scene_reloc_training.learn.pretrain_backbone import train_whole_network
 
@@ -41,7 +41,7 @@ def _losses(net, teacher, x):
 def test_top_points_are_the_strongest_local_maxima():
     s = torch.zeros(1, 1, 8, 10)
     s[0, 0, 2, 3], s[0, 0, 2, 4], s[0, 0, 6, 7] = 0.9, 0.5, 0.7   # (2, 4) is no maximum
-    pts = _top_points(s, 2)
+    pts = top_points(s, 2)
     assert pts[0].tolist() == [[3.0, 2.0], [7.0, 6.0]]
 
 

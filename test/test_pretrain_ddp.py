@@ -56,6 +56,14 @@ def test_pretraining_on_two_processes_matches_one_process_on_the_same_global_bat
     assert any(k.startswith('heads.1.region.') for k in r0)   # a region head trained along
 
 
+def test_pretraining_with_the_matching_loss_on_two_processes_matches_one_process(tmp_path):
+    r0 = _run_both(tmp_path, 'pretrain-matching')   # each process holds one pair of views
+    torch.manual_seed(0)
+    init = AlikeNet(*ALIKE_CONFIGS['alike-t']).state_dict()
+    assert sum(not torch.equal(v, r0[f'net.{k}']) for k, v in init.items()
+               if v.dtype.is_floating_point and 'running' not in k) > 10
+
+
 @pytest.mark.parametrize('mode', ['meta', 'meta-fomaml'])
 def test_meta_training_on_two_processes_matches_one_process_on_the_same_meta_batch(tmp_path,
                                                                                    mode):

@@ -43,6 +43,7 @@ class PretrainConfig:
     detector_weight: float = 0.0
     descriptor_weight: float = 0.0
     early_lr_scale: float = 1.0
+    matching_weight: float = 0.0
 
 
 def add_parsers(sub):
@@ -89,6 +90,10 @@ def add_parsers(sub):
     p.add_argument('--early-lr-scale', type=float, default=None,
                    help='learning rate of the first two blocks as a fraction of --lr-backbone; '
                    'default 0.1 from --init weights, 1 from scratch')
+    p.add_argument('--matching-weight', type=float, default=0.0,
+                   help='weight of the cross-view keypoint matching loss: keypoints of one view '
+                        "must match where depth and pose put them in an overlapping frame's "
+                        'view (InfoNCE; needs an even batch per process; default 0: off)')
     p.add_argument('--log-every', type=int, default=200,
                    help='iterations between log rows and checkpoints')
     p.add_argument('--val-every', type=int, default=1000,
@@ -141,13 +146,15 @@ def cmd_pretrain(a):
             setattr(a, name, default)
     cfg = PretrainConfig(a.backbone, a.init, heads, a.iterations, a.batch_size, a.lr_backbone,
                          a.lr_head, a.landmarks, a.k1, a.k2, a.hidden, a.frames, a.seed,
-                         a.detector_weight, a.descriptor_weight, a.early_lr_scale)
+                         a.detector_weight, a.descriptor_weight, a.early_lr_scale,
+                         a.matching_weight)
     roots, val = scene_roots(a)
     net, ex = _backbone(a)
     scenes = []
     for root in roots:
         scenes.append(prepare_scene(root, a.frames, ex, heads, net.dim, a.landmarks, a.k1, a.k2,
-                                    cfg.hidden, a.seed, progress=not a.quiet and rank == 0))
+                                    cfg.hidden, a.seed, progress=not a.quiet and rank == 0,
+                                    matching=a.matching_weight > 0))
         if rank == 0 and not a.quiet:
             print(f'{root}: {len(scenes[-1].images)} frames', file=sys.stderr)
     os.makedirs(a.out, exist_ok=True)
@@ -175,7 +182,8 @@ def cmd_pretrain(a):
         device=ex.device, progress=not a.quiet, callback=on_log, every=a.log_every,
         checkpoint=os.path.join(a.out, 'checkpoint.ckpt'), resume=a.resume, run_info=run_info,
         after_log=lambda h: write_log(first + h, os.path.join(a.out, 'log.csv')),
-        preserve=Preserve(a.detector_weight, a.descriptor_weight, a.early_lr_scale))
+        preserve=Preserve(a.detector_weight, a.descriptor_weight, a.early_lr_scale),
+        matching_weight=a.matching_weight)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     if rank != 0:

@@ -74,7 +74,7 @@ def param_groups(net, lr, early_scale):
     return [{'params': early, 'lr': lr * early_scale}, {'params': late, 'lr': lr}]
 
 
-def _top_points(scores_B1HW, k, radius=1):
+def top_points(scores_B1HW, k, radius=1):
     """(B, k, 2) pixel (x, y) of the ``k`` strongest local maxima of each score map."""
     peak = F.max_pool2d(scores_B1HW, 2 * radius + 1, stride=1, padding=radius)
     s = torch.where(scores_B1HW == peak, scores_B1HW, torch.zeros_like(scores_B1HW))
@@ -83,21 +83,22 @@ def _top_points(scores_B1HW, k, radius=1):
     return torch.stack([idx % W, idx // W], dim=-1).float()
 
 
-def preservation_losses(net, teacher, levels, padded, x_B3HW, points=256):
+def preservation_losses(net, teacher, levels, padded, x_B3HW, points=256, with_points=False):
     """
     Per-image detector and descriptor losses of the student against the teacher.
 
     :param levels: the student's level maps for the padded ``x_B3HW`` (with gradients).
     :param padded: (Hp, Wp).
-    :return: (detector (B,), descriptor (B,)).
+    :param with_points: also return the teacher's keypoints (B, points, 2).
+    :return: (detector (B,), descriptor (B,)[, keypoints]).
     """
     with torch.no_grad():
         t_levels, _, _ = teacher(x_B3HW)
         t_score = teacher.padded_score_map(t_levels, padded)
-        pts = _top_points(t_score, points)
+        pts = top_points(t_score, points)
         t_desc = teacher.sample(t_levels, padded, pts)
     s_score = net.padded_score_map(levels, padded).clamp(1e-6, 1 - 1e-6)
     detector = F.binary_cross_entropy(s_score, t_score, reduction='none').flatten(1).mean(1)
     s_desc = net.sample(levels, padded, pts)
     descriptor = (1 - (s_desc * t_desc).sum(-1)).mean(1)
-    return detector, descriptor
+    return (detector, descriptor, pts) if with_points else (detector, descriptor)

@@ -38,11 +38,13 @@ from tqdm import tqdm
 from scene_reloc.backbones import grid_centres, grid_descriptors, sample_grid
 from scene_reloc.landmark_head import focal_heatmap_loss, heatmap_targets, LandmarkDetector
 from scene_reloc.region_head import RegionClassifier
+from scene_reloc_training.learn.matching import matching_losses
 from scene_reloc_training.learn.preserve import (
     frozen_copy,
     param_groups,
     preservation_losses,
     Preserve,
+    top_points,
 )
 from scene_reloc_training.memorize.augment import augment_sample
 from scene_reloc_training.memorize.feature_buffer import sample_coords
@@ -61,6 +63,7 @@ class SceneData:
     coords: list = None            # (H, W, 3) float32 scene coordinates, NaN unknown
     partition: object = None       # HierarchicalPartition of the coordinates
     region_cfg: object = None      # RegionHeadConfig, with coords / partition
+    partners: list = None          # per frame: frames overlapping it (the matching loss)
 
 
 def grid_features(net, x_B3HW):
@@ -73,15 +76,17 @@ def augmented_samples(scene, idx, rngs, device, margin=4):
     Images ``idx`` of a scene augmented (one generator each), their labels moved alike.
 
     :return: dict with ``x`` (B, 3, H, W); ``xy``, ``visible`` when the scene has landmarks;
-        ``leaf``, ``l1`` (B, Hc * Wc) int64, -1 where unknown, when it has a partition.
+        ``leaf``, ``l1`` (B, Hc * Wc) int64, -1 where unknown, when it has a partition;
+        ``xyz`` (list of (H, W, 3) scene coordinates of the views) when it has partners.
     """
-    imgs, xys, vis, leaves, l1s = [], [], [], [], []
+    imgs, xys, vis, leaves, l1s, xyzs = [], [], [], [], [], []
     for i, rng in zip(idx, rngs):
         has_lm = scene.xy is not None
         img, xyz, xy, v = augment_sample(
             rng, scene.images[i], scene.coords[i] if scene.coords is not None else None,
             scene.xy[i] if has_lm else None, scene.visible[i] if has_lm else None, margin)
         imgs.append(img)
+        xyzs.append(xyz)
         if has_lm:
             xys.append(xy)
             vis.append(v)
@@ -98,6 +103,8 @@ def augmented_samples(scene, idx, rngs, device, margin=4):
     if leaves:
         out['leaf'] = torch.from_numpy(np.stack(leaves)).long().to(device)
         out['l1'] = torch.from_numpy(np.stack(l1s)).long().to(device)
+    if scene.partners is not None:
+        out['xyz'] = xyzs
     return out
 
 
@@ -120,13 +127,21 @@ class _Network(nn.Module):
         super().__init__()
         self.net, self.heads = net, heads
 
-    def forward(self, x, scene, l1_BN=None, teacher=None):
+    def forward(self, x, scene, l1_BN=None, teacher=None, xyz=None):
         levels, size, padded = self.net(x)
         g = sample_grid(self.net, levels, size, padded, x.shape[0]).permute(0, 3, 1, 2)
         heads = self.heads[scene]
         out = {}
+        pts = None
         if teacher is not None:
-            out['preserve'] = preservation_losses(self.net, teacher, levels, padded, x)
+            *out['preserve'], pts = preservation_losses(self.net, teacher, levels, padded, x,
+                                                        with_points=True)
+        if xyz is not None:   # consecutive images are views of overlapping frames
+            if pts is None:
+                with torch.no_grad():
+                    pts = top_points(self.net.padded_score_map(levels, padded), 256)
+            pairs = [(i, i + 1) for i in range(0, x.shape[0] - 1, 2)]
+            out['match'] = matching_losses(self.net, levels, padded, pts, xyz, pairs)
         if 'landmark' in heads:
             out['landmark'] = heads['landmark'](g)
         if 'region' in heads:   # level 2 conditioned on the true region (teacher forcing)
@@ -151,18 +166,31 @@ def per_image_region_loss(logit1, logit2, leaf_BN, l1_BN, k2):
     return ce.sum(1) / ok.sum(1).clamp(min=1)
 
 
-def sample_plan(seed, iteration, scenes, global_batch):
-    """Scene, image indices and per-sample augmentation seeds of one global batch."""
+def sample_plan(seed, iteration, scenes, global_batch, pairs=False):
+    """
+    Scene, image indices and per-sample augmentation seeds of one global batch.
+
+    With ``pairs`` every odd sample is a frame overlapping the sample before it (drawn from the
+    scene's ``partners``), for the matching loss.
+    """
     rng = np.random.default_rng([seed, iteration])
     s = int(rng.integers(len(scenes)))
-    idx = rng.integers(len(scenes[s].images), size=global_batch)
-    return s, idx, rng.integers(2 ** 31, size=global_batch)
+    if not pairs:
+        idx = rng.integers(len(scenes[s].images), size=global_batch)
+        return s, idx, rng.integers(2 ** 31, size=global_batch)
+    anchors = rng.integers(len(scenes[s].images), size=global_batch // 2)
+    idx = np.stack([anchors, [rng.choice(scenes[s].partners[i]) for i in anchors]], 1)
+    return s, idx.reshape(-1), rng.integers(2 ** 31, size=global_batch)
 
 
-def batch_loss(wrapped, scene, s, batch, device, teacher=None, preserve=Preserve()):
-    """Mean over the batch's images of the sum of the scene's head (and preservation) losses."""
-    out = wrapped(batch['x'], s, batch.get('l1'), teacher)
+def batch_loss(wrapped, scene, s, batch, device, teacher=None, preserve=Preserve(),
+               matching_weight=0.0):
+    """Mean over the batch's images of the sum of the scene's head (and other) losses."""
+    out = wrapped(batch['x'], s, batch.get('l1'), teacher,
+                  batch.get('xyz') if matching_weight else None)
     loss = 0.0
+    if 'match' in out:
+        loss = loss + matching_weight * out['match']
     if 'preserve' in out:
         detector, descriptor = out['preserve']
         loss = loss + preserve.detector_weight * detector + \
@@ -181,7 +209,7 @@ def batch_loss(wrapped, scene, s, batch, device, teacher=None, preserve=Preserve
 def train_whole_network(net, scenes, iterations, batch_size=2, lr_backbone=1e-4, lr_head=2e-3,
                         seed=0, device='cpu', progress=True, callback=None, every=100,
                         checkpoint=None, resume=False, run_info=None, after_log=None,
-                        preserve=Preserve()):
+                        preserve=Preserve(), matching_weight=0.0):
     """
     Train ``net`` (a backbone module) and one set of heads per scene (:func:`make_heads`).
 
@@ -200,6 +228,9 @@ def train_whole_network(net, scenes, iterations, batch_size=2, lr_backbone=1e-4,
     :param after_log: ``after_log(history)`` on rank 0 after each new row (live CSV logs).
     :param preserve: :class:`Preserve`: detector / descriptor losses against a frozen copy of
         the starting ``net``, and a lower learning rate for its early layers.
+    :param matching_weight: weight of the cross-view keypoint matching loss
+        (:mod:`~scene_reloc_training.learn.matching`); the scenes need ``partners``, and each
+        process's share of the batch must be pairs (even).
     :return: (net, heads, history: list of dicts with iteration, seconds, loss, ...).
     """
     dist = torch.distributed
@@ -209,6 +240,11 @@ def train_whole_network(net, scenes, iterations, batch_size=2, lr_backbone=1e-4,
         raise ValueError(f'the global batch ({batch_size}) must split evenly over {world} '
                          'processes')
     local = slice(rank * batch_size // world, (rank + 1) * batch_size // world)
+    if matching_weight and (batch_size // world) % 2:
+        raise ValueError(f'the matching loss needs pairs: each of the {world} processes needs an '
+                         f'even share of the global batch ({batch_size})')
+    if matching_weight and any(sc.partners is None for sc in scenes):
+        raise ValueError("the matching loss needs each scene's overlapping frames (partners)")
     torch.manual_seed(seed)
     heads = nn.ModuleList(make_heads(s) for s in scenes)
     net.eval()   # frozen BatchNorm statistics
@@ -232,10 +268,11 @@ def train_whole_network(net, scenes, iterations, batch_size=2, lr_backbone=1e-4,
                initial=start, total=iterations, disable=not progress or rank != 0)
     for it in bar:
         t0 = time.perf_counter()
-        s, idx, aug = sample_plan(seed, it, scenes, batch_size)
+        s, idx, aug = sample_plan(seed, it, scenes, batch_size, pairs=matching_weight > 0)
         batch = augmented_samples(scenes[s], idx[local],
                                   [np.random.default_rng(a) for a in aug[local]], device)
-        loss = batch_loss(wrapped, scenes[s], s, batch, device, teacher, preserve)
+        loss = batch_loss(wrapped, scenes[s], s, batch, device, teacher, preserve,
+                          matching_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         for j, head in enumerate(heads):

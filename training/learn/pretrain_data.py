@@ -28,6 +28,7 @@ from scene_reloc.landmark_head import LandmarkHeadConfig
 from scene_reloc.partition import HierarchicalPartition
 from scene_reloc.posed_frames import parse_frame_list, PosedFrameFolder
 from scene_reloc.region_head import RegionHeadConfig
+from scene_reloc_training.learn.matching import overlap_partners
 from scene_reloc_training.learn.pretrain_backbone import SceneData
 from scene_reloc_training.memorize.memorize_scene import EdgeMaskError, MemorizeConfig, read_frames
 
@@ -54,12 +55,13 @@ def read_corpus_frames(root, frames, extractor, cfg, progress):
 
 
 def prepare_scene(root, frames_spec, extractor, heads, out_dim, landmarks=150, k1=16, k2=16,
-                  hidden=128, seed=0, progress=True):
+                  hidden=128, seed=0, progress=True, matching=False):
     """
     Read a scene and label it for the requested ``heads`` (``region`` and / or ``landmark``).
 
     ``extractor`` selects the landmarks (any backbone: the labels are pixels); ``out_dim`` is
-    the descriptor size of the backbone being trained.
+    the descriptor size of the backbone being trained. With ``matching`` the scene also keeps
+    its coordinates and each frame's overlapping frames (the matching loss).
     """
     from scene_reloc_training.memorize.landmarks import select_landmarks
     frames = scene_frames(root, frames_spec)
@@ -78,6 +80,9 @@ def prepare_scene(root, frames_spec, extractor, heads, out_dim, landmarks=150, k
         scene.coords = coords
         scene.region_cfg = RegionHeadConfig(in_dim=out_dim, hidden=hidden,
                                             k1=scene.partition.k1, k2=scene.partition.k2)
+    if matching:
+        scene.coords = coords
+        scene.partners = overlap_partners(coords, seed=seed)
     return scene
 
 

@@ -38,7 +38,8 @@ Frames that end up without observations keep their input pose and are listed in
 """
 
 import numpy as np
-import pycolmap
+
+from scene_reloc_training.memorize.triangulation import import_pycolmap
 
 _PREFILTER_FACTOR = 4.0
 _MIN_FRAME_OBSERVATIONS = 6
@@ -119,6 +120,7 @@ def _prune_small_components(keep, frame, point, n_frames):
 def _bundle_adjust(comp, cam_from_world, points, Ks, sizes_wh, frame, point, xy, keep,
                    max_error_px, iterations):
     """Adjust the frames of one component in place in ``cam_from_world`` and ``points``."""
+    pycolmap = import_pycolmap('refining poses (--refine-poses)')
     rec = pycolmap.Reconstruction()
     camera_of_key, camera_ids = {}, {}
     for f in comp:
@@ -230,6 +232,7 @@ def refine_poses(poses, Ks, sizes_wh, tracks, points_xyz, max_error_px=4.0, iter
         (``stats['refined_point_mask']``).
     :raises ValueError: fewer than 3 frames, or too few points, observations or observed frames.
     """
+    import_pycolmap('refining poses (--refine-poses)')   # say it first where it is missing
     n_frames = len(poses)
     if n_frames < _MIN_FRAMES:
         raise ValueError(f'pose refinement needs at least {_MIN_FRAMES} frames, got {n_frames}')

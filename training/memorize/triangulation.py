@@ -33,8 +33,21 @@ classifier's scene coordinates (:func:`keypoint_coordinates`), and pose refineme
 import numpy as np
 import torch
 
-# pycolmap is imported where it is used: pretraining and meta-training reach this module (for
-# keypoint_coordinates) and must run where pycolmap is not installed (a GPU training machine).
+
+def import_pycolmap(purpose):
+    """
+    Import pycolmap where it is used, with a clear error where it is missing.
+
+    Pretraining and meta-training reach this module (for ``keypoint_coordinates``) and must run
+    where pycolmap is not installed (a GPU training machine); frames without depth need it.
+    """
+    try:
+        import pycolmap
+    except ImportError as e:
+        raise ImportError(f'{purpose} needs pycolmap, which is not installed here: pip install '
+                          "pycolmap (the README's set-up installs it), or memorize frames with "
+                          'depth') from e
+    return pycolmap
 
 
 class _UnionFind:
@@ -68,7 +81,7 @@ def mutual_matches(desc_a, desc_b, min_similarity):
 
 
 def _pycolmap_view(world_from_cam, K, size_wh):
-    import pycolmap
+    pycolmap = import_pycolmap('triangulating frames without depth')
     cam_from_world = np.linalg.inv(world_from_cam)
     rigid = pycolmap.Rigid3d(pycolmap.Rotation3d(cam_from_world[:3, :3]), cam_from_world[:3, 3])
     cam = pycolmap.Camera(model='PINHOLE', width=int(size_wh[0]), height=int(size_wh[1]),
