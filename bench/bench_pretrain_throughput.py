@@ -20,9 +20,10 @@ and under ``torchrun --nproc_per_node 2``, and reads the training seconds (scene
 labelling excluded) from each run's pretrain.json. One batch holds one scene, so scene-batches/s
 equals iterations/s. With ``--init W`` (ALIKE-n weights) pretraining keeps their detector and
 descriptors (a teacher pass per batch, the default from weights), and ``--meta-steps N`` also
-times ``scene-reloc meta-train`` (N outer steps of ``--meta-batch 2`` episodes, 100 inner steps
-each; buffers excluded) alone and on 2 processes (on GPUs one process per GPU, so a machine
-with one GPU runs one). Prints one metrics JSON per run and the table.
+times ``scene-reloc meta-train`` (N outer steps of ``--meta-batch`` episodes, default 2, 100
+inner steps each; buffers excluded) alone and on 2 processes (on GPUs one process per GPU, so a
+machine with one GPU runs one); ``--batched`` adds a run with ``meta-train --batched`` (each
+outer step's episodes as one stacked head). Prints one metrics JSON per run and the table.
 
   python bench/bench_pretrain_throughput.py --corpus out/corpus/corpus.json --out out/throughput
   python bench/bench_pretrain_throughput.py --corpus out/corpus_real/corpus.json
@@ -63,17 +64,19 @@ def run(a, procs, threads, device):
             'scene_batches_per_s': round(a.iterations / seconds, 2)}
 
 
-def run_meta(a, procs, threads, device):
-    out = os.path.join(a.out, f'meta-{device}-{procs}proc.safetensors')
+def run_meta(a, procs, threads, device, batched=False):
+    out = os.path.join(a.out, f'meta-{device}-{procs}proc{"-batched" * batched}.safetensors')
     _launch(['meta-train', '--corpus', a.corpus, '--out', out, '--backbone', 'alike-n',
              '--backbone-weights', a.init, '--outer-steps', str(a.meta_steps), '--meta-batch',
-             '2', '--max-scenes', str(a.scenes), '--device', device, '--quiet'], procs, threads)
+             str(a.meta_batch), '--max-scenes', str(a.scenes), '--device', device, '--quiet']
+            + ['--batched'] * batched, procs, threads)
     with open(out + '.json') as f:
         seconds = json.load(f)['history'][-1]['seconds']
-    episodes = 2 * a.meta_steps
-    return {'run': 'meta-train', 'device': device, 'processes': procs,
-            'threads_per_process': threads, 'global_batch': 2, 'iterations': a.meta_steps,
-            'train_seconds': seconds, 'episodes_per_s': round(episodes / seconds, 3)}
+    episodes = a.meta_batch * a.meta_steps
+    return {'run': 'meta-train' + ' (batched episodes)' * batched, 'device': device,
+            'processes': procs, 'threads_per_process': threads, 'global_batch': a.meta_batch,
+            'iterations': a.meta_steps, 'train_seconds': seconds,
+            'episodes_per_s': round(episodes / seconds, 3)}
 
 
 def main():
@@ -89,6 +92,9 @@ def main():
                    help='pretrain from these weights (keeping their detector and descriptors)')
     p.add_argument('--meta-steps', type=int, default=0,
                    help='also time meta-train for this many outer steps (needs --init W)')
+    p.add_argument('--meta-batch', type=int, default=2, help='episodes per outer step')
+    p.add_argument('--batched', action='store_true',
+                   help='also time meta-train --batched (episodes as one stacked head)')
     p.add_argument('--skip-pretrain', action='store_true',
                    help='time meta-train only (with --meta-steps)')
     a = p.parse_args()
@@ -111,6 +117,8 @@ def main():
     rows = [] if a.skip_pretrain else [run(a, n, max(1, cores // n), a.device) for n in procs]
     if a.meta_steps:
         rows += [run_meta(a, n, max(1, cores // n), a.device) for n in procs]
+        if a.batched:
+            rows.append(run_meta(a, 1, cores, a.device, batched=True))
     for r in rows:
         print(json.dumps(r))
     print('| run | device | processes x threads | global batch | images/s or episodes/s | '

@@ -7,12 +7,14 @@
 #    CPU), then the same with PyTorch's TF32 defaults.
 # 2. Training (issue 16): renders a 10-scene synthetic corpus there, then
 #    bench_pretrain_throughput.py --device cuda (pretraining from ALIKE-n with its detector kept,
-#    global batch 4 and 16, and meta-train), one process per GPU.
+#    global batch 4 and 16, and meta-train, also with each outer step's episodes batched into
+#    one stacked head, 2 and 8 episodes a step), one process per GPU.
 # The parts' own limits add up to more than one device command may run (600 s); measured there:
-# about 105 + 105 + 64 + 84 + 55 s. What is still unknown runs first.
+# query 98-105 s, query_tf32 94-105, corpus 64, train 84, train16 55. Run what is still unknown
+# first (PARTS="corpus meta2 meta8").
 # Each part runs under its own time limit and a failing part does not stop the next. The logs,
 # the tables and their JSON, and the GPU's name come back under $OUT (or out/gpu_check):
-# machine.txt, corpus.log, train.log, train16.log, query.log, query_tf32.log, results.tar.gz.
+# machine.txt, <part>.log for each part, results.tar.gz.
 # Locally, DEVICE=cpu PY=.venv/bin/python sh bench/gpu_check.sh runs the same on the CPU.
 set -u
 KIT=${KIT:-gpu_kit}
@@ -21,7 +23,7 @@ PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
 ITERATIONS=${ITERATIONS:-300}   # pretraining iterations per run
 META_STEPS=${META_STEPS:-10}    # meta-train outer steps per run
-PARTS=${PARTS:-corpus train train16 query query_tf32}
+PARTS=${PARTS:-corpus train meta2 meta8 train16 query query_tf32}
 test -d "$KIT/kitchen" || { echo "no $KIT/kitchen: run make gpu-kit here first" >&2; exit 2; }
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)   # the tables are packed from inside the work folder
@@ -72,6 +74,13 @@ TRAIN="$PY bench/bench_pretrain_throughput.py --corpus $WORK/corpus/corpus.json 
 # shellcheck disable=SC2086   # TRAIN is split into words on purpose
 part train 150 $TRAIN --meta-steps "$META_STEPS" --iterations "$ITERATIONS" \
     --out "$WORK/throughput"
+# Meta-training with each outer step's episodes as one stacked head (meta-train --batched)
+# against one after another, with the shipped start's 2 episodes a step and with 8.
+# shellcheck disable=SC2086
+part meta2 120 $TRAIN --skip-pretrain --meta-steps "$META_STEPS" --batched --out "$WORK/meta2"
+# shellcheck disable=SC2086
+part meta8 150 $TRAIN --skip-pretrain --meta-steps "$META_STEPS" --meta-batch 8 --batched \
+    --out "$WORK/meta8"
 # shellcheck disable=SC2086
 part train16 90 $TRAIN --batch-size 16 --iterations "$(( ITERATIONS / 2 ))" \
     --out "$WORK/throughput16"

@@ -14,6 +14,7 @@
 
 """Reptile meta-learning of the region classifier's start, and memorize starting from it."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -30,6 +31,7 @@ from scene_reloc.region_head import RegionClassifier, RegionHeadConfig
 from scene_reloc.scene_map import load_scene_map
 from scene_reloc_training.learn.meta_train import (
     adapt,
+    adapt_many,
     episode_plan,
     few_step_loss,
     layer_sets,
@@ -75,6 +77,26 @@ def test_one_reptile_step_with_unit_step_size_lands_on_the_adapted_weights(layer
     assert layer_sets(layers) == (moved, zeroed)
     with pytest.raises(ValueError, match='choose one of'):
         layer_sets('everything')
+
+
+def test_episodes_batched_into_one_stacked_head_take_the_steps_each_takes_alone():
+    bufs = toy_buffers(3)
+    torch.manual_seed(0)
+    theta = RegionClassifier(TOY).state_dict()
+    alone = [adapt(theta, TOY, b, 6, 3e-3, 64, s, 'cpu') for b, s in zip(bufs, (5, 6, 7))]
+    together = adapt_many(theta, TOY, bufs, 6, 3e-3, 64, (5, 6, 7), 'cpu')
+    for (phi1, loss1), (phi2, loss2) in zip(alone, together):
+        assert any(not torch.equal(phi2[k], theta[k]) for k in theta)
+        for k in phi1:
+            torch.testing.assert_close(phi2[k], phi1[k], atol=1e-5, rtol=1e-4)
+        assert loss2 == pytest.approx(loss1, abs=1e-5)
+    assert not torch.equal(together[0][0]['trunk.0.weight'], together[1][0]['trunk.0.weight'])
+    cfg = MetaConfig(outer_steps=3, meta_batch=2, inner_steps=4, inner_batch=64, k1=4, k2=4,
+                     hidden=32)
+    one, _ = meta_train(bufs, TOY, cfg, progress=False)
+    many, _ = meta_train(bufs, TOY, dataclasses.replace(cfg, batched=True), progress=False)
+    for k in one:
+        torch.testing.assert_close(many[k], one[k], atol=1e-5, rtol=1e-4)
 
 
 def test_the_meta_learned_start_learns_held_out_scenes_faster_than_a_random_start():

@@ -54,6 +54,10 @@ def add_parsers(sub):
                                               if name in ('k1', 'k2', 'hidden') else '')
                        + ('; Reptile only (FOMAML steps with --meta-lr)'
                           if name == 'outer_lr' else ''))
+    p.add_argument('--batched', action='store_true',
+                   help="run each process's episodes of an outer step as one stacked head "
+                   '(vmap): the same start up to floating-point order, fewer and larger kernels '
+                   '(for a GPU; see the README for the measured speed)')
     p.add_argument('--layers', default=d.layers, choices=sorted(LAYER_SETS),
                    help='what is meta-learned: the trunk, or the trunk and the level-2 '
                    "branch's hidden layers (the label layers start at zero either way); "

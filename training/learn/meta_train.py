@@ -37,6 +37,7 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from scene_reloc.partition import HierarchicalPartition
@@ -99,6 +100,9 @@ class MetaConfig:
     seed: int = 0
     layers: str = 'trunk'
     """What is meta-learned: ``trunk`` or ``trunk+level2`` (see :data:`LAYER_SETS`)."""
+    batched: bool = False
+    """Run each process's episodes of an outer step as one stacked head (:func:`adapt_many`):
+    the same result up to floating-point order, fewer and larger kernels (a GPU)."""
     method: str = 'reptile'
     """``reptile``: the start moves toward each episode's adapted weights (fast fitting).
     ``fomaml``: first-order MAML, the start follows the gradient of the loss on the scene's
@@ -153,6 +157,49 @@ def adapt(theta, head_cfg, buffer, steps, lr, batch, seed, device):
         opt.step()
         losses.append(float(loss.detach()))
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}, losses
+
+
+def adapt_many(theta, head_cfg, buffers, steps, lr, batch, seeds, device):
+    """
+    :func:`adapt` of several episodes at once: one vmapped head step for all of them.
+
+    The heads are stacked along a new first dimension and the episodes' losses summed, so each
+    head gets its own loss's gradient; Adam is elementwise, so each takes the steps it would take
+    alone (same rows, same seeds; equal up to floating-point order). Fewer, larger kernels: what
+    a GPU needs from 100 small sequential steps per episode.
+
+    :return: list of (phi, losses) in the order of ``buffers``.
+    """
+    from torch.func import functional_call, stack_module_state, vmap
+    models = []
+    for _ in buffers:
+        m = RegionClassifier(head_cfg)
+        m.load_state_dict(theta)
+        models.append(m.to(device).train())
+    params, _ = stack_module_state(models)
+    opt = torch.optim.Adam(params.values(), lr=lr)
+    base = models[0]
+
+    def one(p, x, y1, y2):
+        logit1, logit2 = functional_call(base, p, (x, y1))
+        return F.cross_entropy(logit1, y1) + F.cross_entropy(logit2, y2)
+    batched = vmap(one)
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    losses = []
+    for _ in range(steps):
+        idx = [torch.randint(b['desc'].shape[0], (batch,), generator=g)
+               for b, g in zip(buffers, gens)]
+        x = torch.stack([b['desc'][i] for b, i in zip(buffers, idx)]).float().to(device)
+        y1 = torch.stack([b['l1'][i] for b, i in zip(buffers, idx)]).to(device)
+        y2 = torch.stack([b['leaf'][i] % head_cfg.k2 for b, i in zip(buffers, idx)]).to(device)
+        loss = batched(params, x, y1, y2)
+        opt.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        opt.step()
+        losses.append(loss.detach().cpu())
+    losses = torch.stack(losses).T.tolist() if losses else [[] for _ in buffers]
+    return [({k: v[j].detach().cpu() for k, v in params.items()}, losses[j])
+            for j in range(len(buffers))]
 
 
 def query_loss(phi, head_cfg, buffer, samples, seed, device):
@@ -219,9 +266,14 @@ def meta_train(buffers, head_cfg, cfg, device='cpu', progress=True, callback=Non
         scenes, seeds = episode_plan(cfg.seed, step, cfg.meta_batch, len(buffers))
         delta = {k: torch.zeros_like(v) for k, v in theta.items()}
         last, last_query = [], []
-        for j in local:
-            phi, losses = adapt(theta, head_cfg, buffers[scenes[j]], cfg.inner_steps,
-                                cfg.inner_lr, cfg.inner_batch, seeds[j], device)
+        if cfg.batched:
+            adapted = adapt_many(theta, head_cfg, [buffers[scenes[j]] for j in local],
+                                 cfg.inner_steps, cfg.inner_lr, cfg.inner_batch,
+                                 [seeds[j] for j in local], device)
+        for n, j in enumerate(local):
+            phi, losses = adapted[n] if cfg.batched else adapt(
+                theta, head_cfg, buffers[scenes[j]], cfg.inner_steps, cfg.inner_lr,
+                cfg.inner_batch, seeds[j], device)
             if fomaml:   # the outer gradient: the query views' loss at phi
                 grad, query_loss = query_gradient(phi, head_cfg, query_buffers[scenes[j]],
                                                   cfg.query_samples, seeds[j], device)
