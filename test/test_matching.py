@@ -62,6 +62,10 @@ def test_unseen_surface_has_no_correspondence_and_the_rest_is_exact():
     np.testing.assert_array_equal(pos[found], kp[found] + [6, 0])
     _, found = pixel_correspondences(kp, scene.coords[0], scene.coords[1])
     assert found.tolist() == [False, False, True, True, True]   # x < 6 (+ tau) not in frame 1
+    # keypoints in the backbone's padding (below / right of the image) are in no frame
+    _, found = pixel_correspondences(np.array([[40.0, 64.0], [96.0, 10.0], [40.0, 63.0]]),
+                                     scene.coords[1], scene.coords[0])
+    assert found.tolist() == [False, False, True]
 
 
 def test_partners_are_the_frames_that_see_the_same_surface():

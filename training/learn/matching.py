@@ -68,16 +68,20 @@ def pixel_correspondences(kp_xy, xyz_src, xyz_dst, tau=0.02, max_points=30000):
 
     The nearest 3D point of a strided grid of the other view, then the nearest pixel in the
     stride's window around it. A keypoint whose surface the other view does not see (occluded,
-    outside) has no point within ``tau`` metres and no correspondence.
+    outside) has no point within ``tau`` metres and no correspondence; nor has one outside its
+    own image (the backbone's zero padding at the bottom / right has keypoints too).
 
     :param kp_xy: (K, 2) float pixels in the source view.
     :param xyz_src, xyz_dst: (H, W, 3) float32 scene coordinates of the two views, NaN unknown.
     :return: (K, 2) float pixels in the other view, (K,) bool: found.
     """
     H, W = xyz_src.shape[:2]
-    u = np.clip(np.round(kp_xy[:, 0]).astype(np.int64), 0, W - 1)
-    v = np.clip(np.round(kp_xy[:, 1]).astype(np.int64), 0, H - 1)
-    p = torch.from_numpy(np.ascontiguousarray(xyz_src[v, u], np.float32))
+    u = np.round(kp_xy[:, 0]).astype(np.int64)
+    v = np.round(kp_xy[:, 1]).astype(np.int64)
+    inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    p = np.full((len(kp_xy), 3), np.nan, np.float32)
+    p[inside] = xyz_src[v[inside], u[inside]]
+    p = torch.from_numpy(p)
     Hd, Wd = xyz_dst.shape[:2]
     s = max(1, math.ceil(math.sqrt(Hd * Wd / max_points)))
     grid = torch.from_numpy(np.ascontiguousarray(xyz_dst[::s, ::s], np.float32))
