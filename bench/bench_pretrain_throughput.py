@@ -102,6 +102,10 @@ def main():
         p.error('--meta-steps needs --init (the ALIKE-n weights to meta-train on)')
     if a.skip_pretrain and not a.meta_steps:
         p.error('--skip-pretrain leaves nothing to time without --meta-steps')
+    if a.batched and not a.meta_steps:
+        p.error('--batched times meta-train: give --meta-steps too')
+    if a.meta_steps and a.meta_batch % 2:
+        p.error(f'--meta-batch {a.meta_batch}: the 2-process runs need an even meta-batch')
     cores = os.cpu_count() or 1
     procs = [1, 2]
     if a.device == 'cuda':

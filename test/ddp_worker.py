@@ -147,21 +147,17 @@ def main():
     if int(os.environ.get('WORLD_SIZE', '1')) > 1:
         torch.distributed.init_process_group('gloo')
         rank = torch.distributed.get_rank()
-    if a.mode == 'pretrain':
+    if a.mode in ('pretrain', 'pretrain-matching'):
         torch.manual_seed(0)
         net = AlikeNet(*ALIKE_CONFIGS['alike-t'])
         # With the detector / descriptor losses against a frozen copy (the default from weights):
-        # per-image means too, so the ranks must still compute what one process computes.
-        net, heads, _ = train_whole_network(net, toy_scenes(net.dim), a.iterations,
-                                            batch_size=4, progress=False, every=a.iterations,
-                                            preserve=Preserve(1.0, 1.0, 0.1))
-    elif a.mode == 'pretrain-matching':
-        # The matching loss: pairs of views, a per-image mean like the other losses.
-        torch.manual_seed(0)
-        net = AlikeNet(*ALIKE_CONFIGS['alike-t'])
-        net, heads, _ = train_whole_network(net, [planar_scene(net.dim)], a.iterations,
-                                            batch_size=4, progress=False, every=a.iterations,
-                                            preserve=Preserve(1.0, 1.0, 0.1), matching_weight=1.0)
+        # per-image means too, so the ranks must still compute what one process computes. The
+        # matching loss: pairs of views (one per process here), a per-image mean as well.
+        matching = a.mode == 'pretrain-matching'
+        net, heads, _ = train_whole_network(
+            net, [planar_scene(net.dim)] if matching else toy_scenes(net.dim), a.iterations,
+            batch_size=4, progress=False, every=a.iterations, preserve=Preserve(1.0, 1.0, 0.1),
+            matching_weight=1.0 if matching else 0.0)
         state = {**{f'net.{k}': v for k, v in net.state_dict().items()},
                  **{f'heads.{k}': v for k, v in heads.state_dict().items()}}
     elif a.mode == 'retrieval':

@@ -14,6 +14,9 @@
 
 """The cross-view keypoint matching loss of pretraining: correspondences, pairs, training."""
 
+import subprocess
+import sys
+
 from ddp_worker import planar_scene
 import numpy as np
 import pytest
@@ -21,6 +24,7 @@ import torch
 
 from scene_reloc.backbones.alike import ALIKE_CONFIGS, AlikeNet
 from scene_reloc.posed_frames import PosedFrameFolder
+from scene_reloc_training.cli.pretrain import checkpoint_config, PretrainConfig
 from scene_reloc_training.data.synthetic_scene import write_synthetic_scene
 from scene_reloc_training.learn.matching import (
     matching_losses,
@@ -28,7 +32,11 @@ from scene_reloc_training.learn.matching import (
     pixel_correspondences,
 )
 from scene_reloc_training.learn.preserve import top_points
-from scene_reloc_training.learn.pretrain_backbone import sample_plan, train_whole_network
+from scene_reloc_training.learn.pretrain_backbone import (
+    augmented_samples,
+    sample_plan,
+    train_whole_network,
+)
 from scene_reloc_training.memorize.scene_coordinates import scene_coordinate_image
 
 
@@ -62,10 +70,35 @@ def test_unseen_surface_has_no_correspondence_and_the_rest_is_exact():
     np.testing.assert_array_equal(pos[found], kp[found] + [6, 0])
     _, found = pixel_correspondences(kp, scene.coords[0], scene.coords[1])
     assert found.tolist() == [False, False, True, True, True]   # x < 6 (+ tau) not in frame 1
-    # keypoints in the backbone's padding (below / right of the image) are in no frame
+    # keypoints outside the image (where the backbone pads a frame to multiples of 32): none
     _, found = pixel_correspondences(np.array([[40.0, 64.0], [96.0, 10.0], [40.0, 63.0]]),
                                      scene.coords[1], scene.coords[0])
     assert found.tolist() == [False, False, True]
+
+
+def test_correspondences_stay_exact_far_from_the_origin():
+    scene = planar_scene(16, frames=2, shift=6)
+    far = [c + np.float32(120.0) for c in scene.coords]      # a map frame 120 m away
+    kp = np.array([[10.0, 10.0], [40.0, 50.0], [70.0, 33.0]])
+    pos, found = pixel_correspondences(kp, far[1], far[0])
+    assert found.all()
+    np.testing.assert_array_equal(pos, kp + [6, 0])
+    assert [p.tolist() for p in overlap_partners(far)] == [[1], [0]]
+
+
+def test_views_without_depth_take_no_part():
+    net = AlikeNet(*ALIKE_CONFIGS['alike-t']).eval()
+    scene = planar_scene(net.dim, frames=2)
+    with torch.no_grad():
+        x = torch.from_numpy(np.stack(scene.images)).permute(0, 3, 1, 2).float() / 255
+        levels, _, padded = net(x)
+        pts = top_points(net.padded_score_map(levels, padded), 64)
+        both = matching_losses(net, levels, padded, pts, scene.coords, [(0, 1)])
+        one = matching_losses(net, levels, padded, pts, [scene.coords[0], None], [(0, 1)])
+    assert (both > 0).all() and not one.any()
+    scene.lifted = [True, False]      # e.g. triangulated coordinates: not used for matching
+    batch = augmented_samples(scene, [0, 1], [np.random.default_rng(i) for i in (0, 1)], 'cpu')
+    assert batch['xyz'][0] is not None and batch['xyz'][1] is None
 
 
 def test_partners_are_the_frames_that_see_the_same_surface():
@@ -106,9 +139,12 @@ def test_matching_loss_is_what_training_on_it_lowers():
     def trained(weight):
         torch.manual_seed(0)
         net = AlikeNet(*ALIKE_CONFIGS['alike-t'])
-        net, _, _ = train_whole_network(net, [planar_scene(net.dim, frames=6, seed=1)], 40,
-                                        batch_size=2, lr_backbone=3e-3, progress=False,
-                                        every=20, matching_weight=weight)
+        net, _, history = train_whole_network(net, [planar_scene(net.dim, frames=6, seed=1)],
+                                              40, batch_size=2, lr_backbone=3e-3,
+                                              progress=False, every=20, matching_weight=weight)
+        logged = [r['match_loss'] for r in history if 'match_loss' in r]
+        assert len(logged) == (2 if weight else 0)   # the history says the loss ran
+        assert all(v > 0 for v in logged)
         return _loss(net, held).mean()
     with_loss, without = trained(1.0), trained(0.0)
     assert with_loss < 0.7 * before.mean() and with_loss < without, (before, with_loss, without)
@@ -122,3 +158,14 @@ def test_the_matching_loss_needs_pairs_and_partners():
     scene.partners = None
     with pytest.raises(ValueError, match='partners'):
         train_whole_network(net, [scene], 2, batch_size=2, progress=False, matching_weight=1)
+
+
+def test_the_cli_refuses_a_negative_weight_and_old_checkpoints_still_resume(tmp_path):
+    r = subprocess.run([sys.executable, '-m', 'scene_reloc_training.cli', 'pretrain', '--corpus',
+                        str(tmp_path / 'corpus.json'), '--out', str(tmp_path / 'out'),
+                        '--matching-weight', '-1'], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and '--matching-weight must be 0 (off) or more' in r.stderr
+    # a checkpoint's settings name the matching loss only when it is on: runs from before the
+    # option (which did not have it) resume
+    assert 'matching_weight' not in checkpoint_config(PretrainConfig())
+    assert checkpoint_config(PretrainConfig(matching_weight=0.5))['matching_weight'] == 0.5

@@ -14,7 +14,6 @@
 
 """Reptile meta-learning of the region classifier's start, and memorize starting from it."""
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -94,7 +93,7 @@ def test_episodes_batched_into_one_stacked_head_take_the_steps_each_takes_alone(
     cfg = MetaConfig(outer_steps=3, meta_batch=2, inner_steps=4, inner_batch=64, k1=4, k2=4,
                      hidden=32)
     one, _ = meta_train(bufs, TOY, cfg, progress=False)
-    many, _ = meta_train(bufs, TOY, dataclasses.replace(cfg, batched=True), progress=False)
+    many, _ = meta_train(bufs, TOY, cfg, progress=False, batched=True)
     for k in one:
         torch.testing.assert_close(many[k], one[k], atol=1e-5, rtol=1e-4)
 

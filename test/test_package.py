@@ -98,10 +98,14 @@ def test_training_runs_without_pycolmap_or_ros():
         'import scene_reloc_training.learn.meta_train\n'
         'import scene_reloc_training.memorize.memorize_scene\n'
         'import scene_reloc_training.memorize.pose_refinement as pr\n'
-        # where it is needed, a missing pycolmap says what to do
-        'try:\n'
-        '    pr.refine_poses([], [], [], [], None)\n'
-        'except ImportError as e:\n'
-        '    assert "pip install pycolmap" in str(e) and "--refine-poses" in str(e), e\n'
-        'else:\n'
-        '    raise AssertionError("no ImportError")')
+        'import scene_reloc_training.memorize.triangulation as tr\n'
+        # where it is needed, a missing pycolmap says what to do, before any work
+        'calls = ((lambda: pr.refine_poses([], [], [], [], None), "--refine-poses"),\n'
+        '         (lambda: tr.triangulated_candidates([], [], [], []), "without depth"))\n'
+        'for call, what in calls:\n'
+        '    try:\n'
+        '        call()\n'
+        '    except ImportError as e:\n'
+        '        assert "pip install pycolmap" in str(e) and what in str(e), e\n'
+        '    else:\n'
+        '        raise AssertionError("no ImportError")')

@@ -191,7 +191,7 @@ def cmd_meta_train(a):
                 'frames': a.frames, 'query_frames': a.query_frames}
     theta, history = meta_train(buffers, head_cfg, cfg, ex.device, progress, on_log,
                                 a.log_every, a.out + '.ckpt', a.resume, run_info,
-                                query_buffers if fomaml else None, init)
+                                query_buffers if fomaml else None, init, batched=a.batched)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     if rank != 0:

@@ -46,6 +46,14 @@ class PretrainConfig:
     matching_weight: float = 0.0
 
 
+def checkpoint_config(cfg):
+    """Return the settings a checkpoint must match (a later option at its default left out)."""
+    out = asdict(cfg)
+    if not out['matching_weight']:   # checkpoints from before the option resume
+        del out['matching_weight']
+    return out
+
+
 def add_parsers(sub):
     p = sub.add_parser(
         'pretrain', aliases=['finetune-backbone'],
@@ -92,8 +100,9 @@ def add_parsers(sub):
                    'default 0.1 from --init weights, 1 from scratch')
     p.add_argument('--matching-weight', type=float, default=0.0,
                    help='weight of the cross-view keypoint matching loss: keypoints of one view '
-                        "must match where depth and pose put them in an overlapping frame's "
-                        'view (InfoNCE; needs an even batch per process; default 0: off)')
+                   "must match where depth and pose put them in an overlapping frame's view "
+                   '(InfoNCE; frames with depth only; needs an even batch per process; '
+                   'default 0: off)')
     p.add_argument('--log-every', type=int, default=200,
                    help='iterations between log rows and checkpoints')
     p.add_argument('--val-every', type=int, default=1000,
@@ -134,6 +143,8 @@ def cmd_pretrain(a):
     heads = tuple(h.strip() for h in a.heads.split(',') if h.strip())
     if not heads or set(heads) - {'region', 'landmark'}:
         raise ValueError(f'--heads must name region and / or landmark, got {a.heads!r}')
+    if a.matching_weight < 0:
+        raise ValueError(f'--matching-weight must be 0 (off) or more, got {a.matching_weight}')
     rank = init_distributed(a.device)
     if a.init == 'scratch' and (a.detector_weight or a.descriptor_weight):
         raise ValueError('--detector-weight / --descriptor-weight keep what the starting weights '
@@ -158,7 +169,7 @@ def cmd_pretrain(a):
         if rank == 0 and not a.quiet:
             print(f'{root}: {len(scenes[-1].images)} frames', file=sys.stderr)
     os.makedirs(a.out, exist_ok=True)
-    run_info = {'config': json.dumps(asdict(cfg)), 'scenes': json.dumps(roots)}
+    run_info = {'config': json.dumps(checkpoint_config(cfg)), 'scenes': json.dumps(roots)}
     tb = _tensorboard(a.out) if a.tensorboard and rank == 0 else None
 
     first = []   # validation of the starting backbone: the curve's first point

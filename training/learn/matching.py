@@ -30,6 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+EXACT = 'donot_use_mm_for_euclid_dist'
+"""cdist's exact mode: the matrix-product form loses centimetres tens of metres from the origin."""
+
 
 def overlap_partners(coords, tau=0.05, min_overlap=0.25, stride=8, points=1500, seed=0):
     """
@@ -55,7 +58,7 @@ def overlap_partners(coords, tau=0.05, min_overlap=0.25, stride=8, points=1500, 
         for j, q in enumerate(pts):
             if i == j or not len(p) or not len(q):
                 continue
-            near = torch.cdist(p, q).min(1).values < tau
+            near = torch.cdist(p, q, compute_mode=EXACT).min(1).values < tau
             if float(near.float().mean()) >= min_overlap:
                 mine.append(j)
         out.append(np.asarray(mine or [i], np.int64))
@@ -93,7 +96,8 @@ def pixel_correspondences(kp_xy, xyz_src, xyz_dst, tau=0.02, max_points=30000):
     if not ok.any() or not ok_grid.any():
         return out.numpy(), ok.numpy() & False
     d = torch.cdist(torch.nan_to_num(p, nan=1e6), torch.where(ok_grid[:, None], flat,
-                                                              torch.full_like(flat, -1e6)))
+                                                              torch.full_like(flat, -1e6)),
+                    compute_mode=EXACT)
     g = d.argmin(1)
     gy, gx = (g // gw) * s, (g % gw) * s
     # the nearest pixel in the window around the grid point
@@ -117,7 +121,8 @@ def matching_losses(net, levels, padded, kp_BK2, xyz, pairs, tau=0.02, temperatu
 
     :param levels: the student's level maps of the batch (with gradients); padded (Hp, Wp).
     :param kp_BK2: (B, K, 2) keypoints of each image (pixels, no gradient).
-    :param xyz: list of B (H, W, 3) scene-coordinate images of the (augmented) views.
+    :param xyz: list of B (H, W, 3) scene-coordinate images of the (augmented) views; a pair
+        with a view without (None) is left out.
     :param pairs: (a, b) batch indices of views of overlapping frames; each direction is a
         term of the source image's loss.
     :return: (B,) mean loss over each image's matched keypoints (0 where it has none).
@@ -127,6 +132,8 @@ def matching_losses(net, levels, padded, kp_BK2, xyz, pairs, tau=0.02, temperatu
     loss = [desc.new_zeros(()) for _ in range(B)]
     terms = [0] * B
     for a, b in pairs:
+        if xyz[a] is None or xyz[b] is None:
+            continue
         for src, dst in ((a, b), (b, a)):
             pos_xy, found = pixel_correspondences(kp_BK2[src].cpu().numpy(), xyz[src],
                                                   xyz[dst], tau)

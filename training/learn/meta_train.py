@@ -100,9 +100,6 @@ class MetaConfig:
     seed: int = 0
     layers: str = 'trunk'
     """What is meta-learned: ``trunk`` or ``trunk+level2`` (see :data:`LAYER_SETS`)."""
-    batched: bool = False
-    """Run each process's episodes of an outer step as one stacked head (:func:`adapt_many`):
-    the same result up to floating-point order, fewer and larger kernels (a GPU)."""
     method: str = 'reptile'
     """``reptile``: the start moves toward each episode's adapted weights (fast fitting).
     ``fomaml``: first-order MAML, the start follows the gradient of the loss on the scene's
@@ -196,8 +193,8 @@ def adapt_many(theta, head_cfg, buffers, steps, lr, batch, seeds, device):
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         opt.step()
-        losses.append(loss.detach().cpu())
-    losses = torch.stack(losses).T.tolist() if losses else [[] for _ in buffers]
+        losses.append(loss.detach())   # on the device: no sync per step
+    losses = torch.stack(losses).T.cpu().tolist() if losses else [[] for _ in buffers]
     return [({k: v[j].detach().cpu() for k, v in params.items()}, losses[j])
             for j in range(len(buffers))]
 
@@ -226,7 +223,8 @@ def episode_plan(seed, step, meta_batch, num_scenes):
 
 
 def meta_train(buffers, head_cfg, cfg, device='cpu', progress=True, callback=None, every=50,
-               checkpoint=None, resume=False, run_info=None, query_buffers=None, start=None):
+               checkpoint=None, resume=False, run_info=None, query_buffers=None, start=None,
+               batched=False):
     """
     Reptile (or FOMAML, ``cfg.method``) over the scenes' buffers.
 
@@ -236,6 +234,9 @@ def meta_train(buffers, head_cfg, cfg, device='cpu', progress=True, callback=Non
 
     :param callback: ``callback(step, seconds, theta)`` on rank 0 every ``every`` outer steps;
         a dict it returns joins that row of the history.
+    :param batched: run each process's episodes of an outer step as one stacked head
+        (:func:`adapt_many`): the same result up to floating-point order, fewer and larger
+        kernels (a GPU). How it runs, not what it learns: not part of ``cfg``.
     :return: (theta state dict, history list of dicts).
     """
     dist = torch.distributed
@@ -266,12 +267,12 @@ def meta_train(buffers, head_cfg, cfg, device='cpu', progress=True, callback=Non
         scenes, seeds = episode_plan(cfg.seed, step, cfg.meta_batch, len(buffers))
         delta = {k: torch.zeros_like(v) for k, v in theta.items()}
         last, last_query = [], []
-        if cfg.batched:
+        if batched:
             adapted = adapt_many(theta, head_cfg, [buffers[scenes[j]] for j in local],
                                  cfg.inner_steps, cfg.inner_lr, cfg.inner_batch,
                                  [seeds[j] for j in local], device)
         for n, j in enumerate(local):
-            phi, losses = adapted[n] if cfg.batched else adapt(
+            phi, losses = adapted[n] if batched else adapt(
                 theta, head_cfg, buffers[scenes[j]], cfg.inner_steps, cfg.inner_lr,
                 cfg.inner_batch, seeds[j], device)
             if fomaml:   # the outer gradient: the query views' loss at phi

@@ -64,6 +64,7 @@ class SceneData:
     partition: object = None       # HierarchicalPartition of the coordinates
     region_cfg: object = None      # RegionHeadConfig, with coords / partition
     partners: list = None          # per frame: frames overlapping it (the matching loss)
+    lifted: list = None            # per frame: coordinates from depth (matching needs them)
 
 
 def grid_features(net, x_B3HW):
@@ -77,7 +78,8 @@ def augmented_samples(scene, idx, rngs, device, margin=4):
 
     :return: dict with ``x`` (B, 3, H, W); ``xy``, ``visible`` when the scene has landmarks;
         ``leaf``, ``l1`` (B, Hc * Wc) int64, -1 where unknown, when it has a partition;
-        ``xyz`` (list of (H, W, 3) scene coordinates of the views) when it has partners.
+        ``xyz`` (list of (H, W, 3) scene coordinates of the views, None where not lifted from
+        depth) when it has partners.
     """
     imgs, xys, vis, leaves, l1s, xyzs = [], [], [], [], [], []
     for i, rng in zip(idx, rngs):
@@ -86,7 +88,7 @@ def augmented_samples(scene, idx, rngs, device, margin=4):
             rng, scene.images[i], scene.coords[i] if scene.coords is not None else None,
             scene.xy[i] if has_lm else None, scene.visible[i] if has_lm else None, margin)
         imgs.append(img)
-        xyzs.append(xyz)
+        xyzs.append(xyz if scene.lifted is None or scene.lifted[i] else None)
         if has_lm:
             xys.append(xy)
             vis.append(v)
@@ -134,8 +136,9 @@ class _Network(nn.Module):
         out = {}
         pts = None
         if teacher is not None:
-            *out['preserve'], pts = preservation_losses(self.net, teacher, levels, padded, x,
-                                                        with_points=True)
+            detector, descriptor, pts = preservation_losses(self.net, teacher, levels, padded, x,
+                                                            with_points=True)
+            out['preserve'] = detector, descriptor
         if xyz is not None:   # consecutive images are views of overlapping frames
             if pts is None:
                 with torch.no_grad():
@@ -184,13 +187,19 @@ def sample_plan(seed, iteration, scenes, global_batch, pairs=False):
 
 
 def batch_loss(wrapped, scene, s, batch, device, teacher=None, preserve=Preserve(),
-               matching_weight=0.0):
-    """Mean over the batch's images of the sum of the scene's head (and other) losses."""
+               matching_weight=0.0, parts=None):
+    """
+    Mean over the batch's images of the sum of the scene's head (and other) losses.
+
+    :param parts: a dict that receives the unweighted matching loss (``match``), when it runs.
+    """
     out = wrapped(batch['x'], s, batch.get('l1'), teacher,
                   batch.get('xyz') if matching_weight else None)
     loss = 0.0
     if 'match' in out:
         loss = loss + matching_weight * out['match']
+        if parts is not None:
+            parts['match'] = float(out['match'].detach().mean())
     if 'preserve' in out:
         detector, descriptor = out['preserve']
         loss = loss + preserve.detector_weight * detector + \
@@ -264,6 +273,7 @@ def train_whole_network(net, scenes, iterations, batch_size=2, lr_backbone=1e-4,
     if distributed:
         wrapped = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     loss_avg = history[-1]['loss'] if history else float('nan')
+    match_avg = history[-1].get('match_loss', float('nan')) if history else float('nan')
     bar = tqdm(range(start, iterations), desc='pretraining backbone + heads', unit='it',
                initial=start, total=iterations, disable=not progress or rank != 0)
     for it in bar:
@@ -271,8 +281,9 @@ def train_whole_network(net, scenes, iterations, batch_size=2, lr_backbone=1e-4,
         s, idx, aug = sample_plan(seed, it, scenes, batch_size, pairs=matching_weight > 0)
         batch = augmented_samples(scenes[s], idx[local],
                                   [np.random.default_rng(a) for a in aug[local]], device)
+        parts = {}
         loss = batch_loss(wrapped, scenes[s], s, batch, device, teacher, preserve,
-                          matching_weight)
+                          matching_weight, parts)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         for j, head in enumerate(heads):
@@ -284,10 +295,15 @@ def train_whole_network(net, scenes, iterations, batch_size=2, lr_backbone=1e-4,
         seconds += time.perf_counter() - t0
         v = float(loss.detach())
         loss_avg = v if np.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * v
+        if 'match' in parts:   # this process's pairs (rank 0's on the log)
+            m = parts['match']
+            match_avg = m if np.isnan(match_avg) else 0.95 * match_avg + 0.05 * m
         if (it + 1) % every == 0 or it + 1 == iterations:
             row = {'iteration': it + 1, 'seconds': round(seconds, 2),
                    # groups: [early backbone layers,] backbone, heads
                    'loss': round(loss_avg, 4), 'lr_backbone': sched.get_last_lr()[-2]}
+            if matching_weight:   # the matching loss alone, unweighted (smoothed)
+                row['match_loss'] = round(match_avg, 4)
             if callback is not None and rank == 0:
                 heads.eval()
                 row.update(callback(it + 1, seconds, net, heads) or {})

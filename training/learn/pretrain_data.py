@@ -80,9 +80,14 @@ def prepare_scene(root, frames_spec, extractor, heads, out_dim, landmarks=150, k
         scene.coords = coords
         scene.region_cfg = RegionHeadConfig(in_dim=out_dim, hidden=hidden,
                                             k1=scene.partition.k1, k2=scene.partition.k2)
-    if matching:
+    if matching:   # only coordinates lifted from depth (triangulated ones are per 8 px cell)
         scene.coords = coords
-        scene.partners = overlap_partners(coords, seed=seed)
+        scene.lifted = [d is not None for d in depths]
+        if not any(scene.lifted):
+            print(f'{root}: no depth, so no matching loss on this scene', file=sys.stderr)
+        scene.partners = overlap_partners(
+            [c if ok else np.full_like(c, np.nan) for c, ok in zip(coords, scene.lifted)],
+            seed=seed)
     return scene
 
 

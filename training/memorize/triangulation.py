@@ -132,6 +132,7 @@ def triangulated_candidates(frame_feats, poses, Ks, sizes_wh, max_gap=3, min_sim
     :return: (xyz (N, 3), observations (N,), mean score (N,), spread (N,) = 0,
         unit mean descriptor (N, D), tracks: list of [(frame, keypoint index), ...] inliers).
     """
+    pycolmap = import_pycolmap('triangulating frames without depth')   # before the work
     offsets = np.cumsum([0] + [len(f.kp_xy) for f in frame_feats])
     uf = _UnionFind(int(offsets[-1]))
     descs = [f.kp_desc.float() for f in frame_feats]
@@ -145,7 +146,6 @@ def triangulated_candidates(frame_feats, poses, Ks, sizes_wh, max_gap=3, min_sim
     roots = np.array([uf.find(i) for i in range(int(offsets[-1]))])
     order = np.argsort(roots, kind='stable')
     splits = np.nonzero(np.diff(roots[order]))[0] + 1
-    import pycolmap
     views = [_pycolmap_view(p, K, s) for p, K, s in zip(poses, Ks, sizes_wh)]
     options = pycolmap.EstimateTriangulationOptions()
     options.residual_type = pycolmap.TriangulationResidualType.REPROJECTION_ERROR
