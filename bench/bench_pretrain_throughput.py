@@ -23,7 +23,8 @@ descriptors (a teacher pass per batch, the default from weights), and ``--meta-s
 times ``scene-reloc meta-train`` (N outer steps of ``--meta-batch`` episodes, default 2, 100
 inner steps each; buffers excluded) alone and on 2 processes (on GPUs one process per GPU, so a
 machine with one GPU runs one); ``--batched`` adds a run with ``meta-train --batched`` (each
-outer step's episodes as one stacked head). Prints one metrics JSON per run and the table.
+outer step's episodes as one stacked head), ``--matching-weight W`` one of pretraining with the
+cross-view matching loss. Prints one metrics JSON per run and the table.
 
   python bench/bench_pretrain_throughput.py --corpus out/corpus/corpus.json --out out/throughput
   python bench/bench_pretrain_throughput.py --corpus out/corpus_real/corpus.json
@@ -49,15 +50,16 @@ def _launch(args, procs, threads):
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
 
 
-def run(a, procs, threads, device):
-    out = os.path.join(a.out, f'{device}-{procs}proc')
+def run(a, procs, threads, device, matching=0.0):
+    out = os.path.join(a.out, f'{device}-{procs}proc{"-matching" * bool(matching)}')
     _launch(['pretrain', '--corpus', a.corpus, '--out', out, '--iterations', str(a.iterations),
              '--batch-size', str(a.batch_size), '--max-scenes', str(a.scenes), '--val-every',
              '0', '--log-every', str(a.iterations), '--device', device, '--quiet',
-             '--init', a.init], procs, threads)
+             '--init', a.init, '--matching-weight', str(matching)], procs, threads)
     with open(os.path.join(out, 'pretrain.json')) as f:
         seconds = json.load(f)['history'][-1]['seconds']
-    return {'run': 'pretrain', 'device': device, 'processes': procs,
+    return {'run': 'pretrain' + ' (matching loss)' * bool(matching), 'device': device,
+            'processes': procs,
             'threads_per_process': threads, 'global_batch': a.batch_size,
             'iterations': a.iterations, 'train_seconds': seconds,
             'images_per_s': round(a.iterations * a.batch_size / seconds, 2),
@@ -92,6 +94,9 @@ def main():
                    help='pretrain from these weights (keeping their detector and descriptors)')
     p.add_argument('--meta-steps', type=int, default=0,
                    help='also time meta-train for this many outer steps (needs --init W)')
+    p.add_argument('--matching-weight', type=float, default=0.0,
+                   help='also time pretraining with this cross-view matching loss weight, on '
+                   'one process')
     p.add_argument('--meta-batch', type=int, default=2, help='episodes per outer step')
     p.add_argument('--batched', action='store_true',
                    help='also time meta-train --batched (episodes as one stacked head)')
@@ -119,6 +124,8 @@ def main():
             print(f'{gpus} GPU: the 2-process runs need 2 GPUs (NCCL: one per process); '
                   'skipped', file=sys.stderr)
     rows = [] if a.skip_pretrain else [run(a, n, max(1, cores // n), a.device) for n in procs]
+    if a.matching_weight and not a.skip_pretrain:
+        rows.append(run(a, 1, cores, a.device, a.matching_weight))
     if a.meta_steps:
         rows += [run_meta(a, n, max(1, cores // n), a.device) for n in procs]
         if a.batched:

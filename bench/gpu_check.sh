@@ -23,7 +23,7 @@ PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
 ITERATIONS=${ITERATIONS:-300}   # pretraining iterations per run
 META_STEPS=${META_STEPS:-10}    # meta-train outer steps per run
-PARTS=${PARTS:-corpus train meta2 meta8 train16 query query_tf32}
+PARTS=${PARTS:-corpus train meta2 meta8 matching train16 query query_tf32}
 test -d "$KIT/kitchen" || { echo "no $KIT/kitchen: run make gpu-kit here first" >&2; exit 2; }
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)   # the tables are packed from inside the work folder
@@ -81,6 +81,9 @@ part meta2 120 $TRAIN --skip-pretrain --meta-steps "$META_STEPS" --batched --out
 # shellcheck disable=SC2086
 part meta8 150 $TRAIN --skip-pretrain --meta-steps "$META_STEPS" --meta-batch 8 --batched \
     --out "$WORK/meta8"
+# Pretraining with the cross-view matching loss (its correspondences are CPU work).
+# shellcheck disable=SC2086
+part matching 150 $TRAIN --matching-weight 1 --iterations "$ITERATIONS" --out "$WORK/matching"
 # shellcheck disable=SC2086
 part train16 90 $TRAIN --batch-size 16 --iterations "$(( ITERATIONS / 2 ))" \
     --out "$WORK/throughput16"
