@@ -10,7 +10,8 @@
 #    global batch 4 and 16, and meta-train, also with each outer step's episodes batched into
 #    one stacked head, 2 and 8 episodes a step), one process per GPU.
 # The parts' own limits add up to more than one device command may run (600 s); measured there:
-# query 98-105 s, query_tf32 94-105, corpus 64-67, train 84, meta2 64, meta8 83, train16 55.
+# query 98-105 s, query_tf32 94-105, corpus 64-67, train 84, meta2 64, meta8 83, matching 104,
+# train16 55.
 # The parts run in this file's order; PARTS picks which (e.g. PARTS="corpus meta2 meta8").
 # Each part runs under its own time limit and a failing part does not stop the next. The logs,
 # the tables and their JSON, and the GPU's name come back under $OUT (or out/gpu_check):

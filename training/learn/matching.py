@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from scene_reloc_training.memorize.feature_buffer import sample_coords
+
 EXACT = 'donot_use_mm_for_euclid_dist'
 """cdist's exact mode: the matrix-product form loses centimetres tens of metres from the origin."""
 
@@ -78,13 +80,7 @@ def pixel_correspondences(kp_xy, xyz_src, xyz_dst, tau=0.02, max_points=30000):
     :param xyz_src, xyz_dst: (H, W, 3) float32 scene coordinates of the two views, NaN unknown.
     :return: (K, 2) float pixels in the other view, (K,) bool: found.
     """
-    H, W = xyz_src.shape[:2]
-    u = np.round(kp_xy[:, 0]).astype(np.int64)
-    v = np.round(kp_xy[:, 1]).astype(np.int64)
-    inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)
-    p = np.full((len(kp_xy), 3), np.nan, np.float32)
-    p[inside] = xyz_src[v[inside], u[inside]]
-    p = torch.from_numpy(p)
+    p = torch.from_numpy(sample_coords(xyz_src, kp_xy))   # NaN outside the image
     Hd, Wd = xyz_dst.shape[:2]
     s = max(1, math.ceil(math.sqrt(Hd * Wd / max_points)))
     grid = torch.from_numpy(np.ascontiguousarray(xyz_dst[::s, ::s], np.float32))
@@ -94,7 +90,7 @@ def pixel_correspondences(kp_xy, xyz_src, xyz_dst, tau=0.02, max_points=30000):
     ok = torch.isfinite(p).all(1)
     out = torch.zeros(len(p), 2)
     if not ok.any() or not ok_grid.any():
-        return out.numpy(), ok.numpy() & False
+        return out.numpy(), np.zeros(len(p), bool)
     d = torch.cdist(torch.nan_to_num(p, nan=1e6), torch.where(ok_grid[:, None], flat,
                                                               torch.full_like(flat, -1e6)),
                     compute_mode=EXACT)

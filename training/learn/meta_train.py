@@ -37,13 +37,12 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from scene_reloc.partition import HierarchicalPartition
 from scene_reloc.region_head import RegionClassifier
 from scene_reloc_training.memorize.feature_buffer import build_buffer
-from scene_reloc_training.memorize.region_training import region_loss
+from scene_reloc_training.memorize.region_training import region_cross_entropy, region_loss
 
 CHECKPOINT_FORMAT = 1
 # What Reptile learns (MetaConfig.layers): the trunk, the feature transform every scene's labels
@@ -178,8 +177,7 @@ def adapt_many(theta, head_cfg, buffers, steps, lr, batch, seeds, device):
     base = models[0]
 
     def one(p, x, y1, y2):
-        logit1, logit2 = functional_call(base, p, (x, y1))
-        return F.cross_entropy(logit1, y1) + F.cross_entropy(logit2, y2)
+        return region_cross_entropy(*functional_call(base, p, (x, y1)), y1, y2)
     batched = vmap(one)
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     losses = []

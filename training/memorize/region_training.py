@@ -73,8 +73,13 @@ def region_loss(model, buffer, idx, device):
     """Level-1 + level-2 (given the true region) cross-entropy on buffer rows ``idx``."""
     y1 = buffer['l1'][idx].to(device)
     logit1, logit2 = model(buffer['desc'][idx].float().to(device), y1)
-    return F.cross_entropy(logit1, y1) + F.cross_entropy(
-        logit2, (buffer['leaf'][idx] % model.cfg.k2).to(device))
+    return region_cross_entropy(logit1, logit2, y1, (buffer['leaf'][idx] % model.cfg.k2)
+                                .to(device))
+
+
+def region_cross_entropy(logit1, logit2, region, subregion):
+    """Return the region classifier's loss: level-1 + level-2 cross-entropy."""
+    return F.cross_entropy(logit1, region) + F.cross_entropy(logit2, subregion)
 
 
 @torch.inference_mode()
